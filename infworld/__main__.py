@@ -1,0 +1,3 @@
+from infworld.cli import main
+
+raise SystemExit(main())
