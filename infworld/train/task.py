@@ -49,7 +49,12 @@ class Task(Protocol):
         """Held-out metrics (e.g. reconstruction PSNR, next-frame PSNR) on the ``val`` split."""
 
     def export_config(self) -> dict[str, Any]:
-        """JSON-able config that rebuilds the model for inference (saved as config.json)."""
+        """JSON-able config that rebuilds the model for inference (saved in config.json)."""
+
+    @classmethod
+    def build_inference_model(cls, model_config: dict[str, Any]) -> nn.Module:
+        """Rebuild the (untrained) module from ``export_config()``'s output, ready for
+        ``load_state_dict`` of the exported safetensors weights. No data, no recipe needed."""
 
 
 _TASKS: dict[str, tuple[type, type]] = {}
