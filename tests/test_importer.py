@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import cv2
@@ -179,13 +177,16 @@ def test_cli_import_errors_and_label(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["data", "import", "--frames", "x", "--out", "y", "--size", "big"])
 
-    calls = []
-    fake = types.ModuleType("infworld.data.relabel")
-    fake.relabel_dataset = lambda src, out, noise_std=None: calls.append((src, out, noise_std)) or {
-        "episodes": 1, "agreement": 0.99}
-    monkeypatch.setitem(sys.modules, "infworld.data.relabel", fake)
+    # `data label` end to end with the real labeler: a camera walking forward along +x
+    np.save(tmp_path / "walk.npy", gradient_frames(30, 16, 16))
+    walk = write_csv(tmp_path / "walk.csv", "frame,x,y,z,yaw,pitch",
+                     [f"{t},{10.0 * t + 0.1 * (t % 3)},{0.1 * (t % 2)},0,0,0" for t in range(30)])
+    assert main(["data", "import", "--frames", str(tmp_path / "walk.npy"), "--poses", str(walk),
+                 "--out", str(tmp_path / "walk")]) == 0
     capsys.readouterr()
-    assert main(["data", "label", str(tmp_path / "ds"), "--out", str(tmp_path / "ds2"),
-                 "--noise-std", "0.5,2"]) == 0
-    assert calls == [(str(tmp_path / "ds"), str(tmp_path / "ds2"), (0.5, 2.0))]
-    assert "agreement: 0.99" in capsys.readouterr().out
+    assert main(["data", "label", str(tmp_path / "walk"), "--out", str(tmp_path / "walk2"),
+                 "--noise-std", "0.5,0.5"]) == 0
+    ep = read_episode(episode_path(tmp_path / "walk2", 0))
+    assert np.mean(ep.move == 7) > 0.9  # forward +1, right 0
+    assert main(["data", "label", str(tmp_path / "walk"), "--out", str(tmp_path / "walk2")]) == 2
+    assert "walk2" in capsys.readouterr().err

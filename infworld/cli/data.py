@@ -15,8 +15,6 @@ import argparse
 import json
 import sys
 
-from infworld.errors import InfWorldError
-
 
 def _size(text: str) -> int | tuple[int, int]:
     """``64`` -> 64, ``48x64`` or ``48,64`` -> (48, 64) (H, W)."""
@@ -79,14 +77,9 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
-    try:
-        from infworld.data.relabel import relabel_dataset  # written beside the action labeler
-    except ModuleNotFoundError as exc:
-        if exc.name != "infworld.data.relabel":
-            raise
-        raise InfWorldError("data label needs infworld/data/relabel.py, which this install lacks") from exc
+    from infworld.data.relabel import relabel_dataset
 
-    summary = relabel_dataset(args.dir, args.out, noise_std=args.noise_std)
+    summary = relabel_dataset(args.dir, args.out, noise_std=args.noise_std, overwrite=args.overwrite)
     for key, value in (summary or {}).items():
         print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     return 0
@@ -133,5 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="source dataset folder (with poses)")
     p.add_argument("--out", required=True, help="output dataset folder")
     p.add_argument("--noise-std", type=_noise, default=None, metavar="POS,ANG",
-                   help="add Gaussian pose noise (position units, degrees) before labeling")
+                   help="known pose noise std of the source poses (position units, degrees); "
+                        "leave out to estimate it from the data")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out dataset")
     p.set_defaults(func=_label)
