@@ -1,0 +1,400 @@
+"""The generic trainer: any registered :class:`~infworld.train.task.Task`, one loop.
+
+It knows nothing about tokenizers or world models. From a resolved recipe it builds the task and
+its module, then runs, in order, every step:
+
+1. fetch the next batch of this rank (``Task.batches`` is deterministic given ``start_sample``),
+2. ``Task.loss`` under autocast (bf16 on CUDA by default, fp32 on CPU), backward,
+3. clip the global gradient norm, AdamW step, LR schedule step (linear warmup, cosine decay),
+4. update the EMA of the trainable parameters,
+5. log (rank 0: CSV, TensorBoard, tqdm), evaluate the EMA weights every ``eval_every`` steps,
+   checkpoint every ``ckpt_every`` steps, and stop at ``train.steps`` or when the wall-clock
+   budget ``max_minutes`` is spent (with a final evaluation and checkpoint either way).
+
+Data parallelism is applied from outside (see distributed.py): ``batch_size`` is per rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from infworld.data.episode import atomic_write_json
+from infworld.errors import CheckpointError, ConfigError
+from infworld.train import checkpoint as ckpt
+from infworld.train.distributed import (
+    DistInfo,
+    any_rank,
+    check_replicas_in_sync,
+    gather_to_main,
+    init_distributed,
+    mean_across,
+    parallelize,
+    shutdown,
+)
+from infworld.train.ema import EMA
+from infworld.train.logging import RunLogger
+from infworld.train.recipe import OptimConfig, Recipe, recipe_to_dict, save_recipe
+from infworld.train.task import get_task
+
+# Modules whose weights are never decayed (besides every parameter with ndim < 2: biases, gains).
+NO_DECAY_MODULES: tuple[type, ...] = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm,
+                                      nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+if hasattr(nn, "RMSNorm"):
+    NO_DECAY_MODULES += (nn.RMSNorm,)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups over the trainable parameters: decay matrices, not norms/biases/embeddings.
+
+    A model may also list parameter names to exempt with a ``no_weight_decay() -> set[str]`` method
+    (e.g. learned positional embeddings stored as bare ``nn.Parameter``).
+    """
+    exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay, seen = [], [], set()
+    for mod_name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p.ndim < 2 or isinstance(module, NO_DECAY_MODULES) or full in exempt:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """LR multiplier at 0-based ``step``: linear warmup to 1, then half-cosine down to ``min_lr_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    groups = param_groups(model, cfg.weight_decay)
+    if not groups:
+        raise ConfigError("the model has no parameter with requires_grad=True: nothing to train")
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
+    return opt, sched
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class GracefulStop:
+    """SIGTERM (cluster preemption, ``kill``) or a first Ctrl-C end the session after the current
+    step, with evaluation and a checkpoint, like the time budget; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self._old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.reason and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason = f"stopped by {signal.Signals(signum).name}"
+        if signum == signal.SIGINT:
+            print("\ninterrupt: finishing this step and saving (Ctrl-C again to abort)", file=sys.stderr)
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.reason)
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+
+class Trainer:
+    """One training session of ``recipe`` on this rank (see the module docstring for the loop)."""
+
+    def __init__(self, recipe: Recipe, info: DistInfo, progress: bool | None = None):
+        self.info = info
+        self.notes: list[str] = []
+        if recipe.train.grad_checkpointing:
+            fields = {f.name for f in dataclasses.fields(recipe.model)}
+            if "grad_checkpointing" in fields:
+                model_cfg = dataclasses.replace(recipe.model, grad_checkpointing=True)
+                recipe = dataclasses.replace(recipe, model=model_cfg)
+            else:
+                self.notes.append(f"train.grad_checkpointing ignored: {type(recipe.model).__name__} has no "
+                                  "grad_checkpointing field")
+        self.recipe = recipe
+        self.cfg = cfg = recipe.train
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        # Same seed on every rank so the replicas start identical, then per-rank streams.
+        ckpt.seed_all(cfg.seed)
+        _, task_cls = get_task(recipe.task)
+        self.task = task_cls(recipe.model, recipe)
+        self.model: nn.Module = self.task.build_model().to(info.device)
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.optimizer, self.scheduler = build_optimizer(self.model, recipe.optim, cfg.steps)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        # A task whose steps leave some trainable parameters without gradient sets the class
+        # attribute ``find_unused_parameters = True`` (DDP then searches the graph each step).
+        self.wrapped = parallelize(self.model, info, cfg.parallel,
+                                   find_unused_parameters=getattr(self.task, "find_unused_parameters", False))
+        ckpt.seed_all(cfg.seed + 1_000_003 * info.rank)
+        self.generator = torch.Generator(device=info.device).manual_seed(cfg.seed * 7919 + info.rank)
+        with ckpt.isolated_rng():
+            ckpt.seed_all(cfg.seed + 2_000_003 * (info.rank + 1))
+            self.data_rng = ckpt.capture_rng()
+        self.step = 0
+        self.samples_seen = 0  # per rank
+        self.metrics: dict[str, float] = {}  # last evaluation
+        self.stop_reason = ""
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def autocast(self) -> AbstractContextManager:
+        dev = self.info.device
+        if self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and dev.type == "cuda"):
+            return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _next_batch(self, it: Iterator[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        # Data loading runs on its own RNG state so the training streams never depend on it.
+        train_state = ckpt.capture_rng()
+        ckpt.restore_rng(self.data_rng)
+        try:
+            batch = next(it)
+        finally:
+            self.data_rng = ckpt.capture_rng()
+            ckpt.restore_rng(train_state)
+        return _to_device(batch, self.info.device)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.recipe.run_dir
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save(self, numbered: bool) -> None:
+        """Write the full state (collective: every rank sends its RNG states to rank 0)."""
+        rng = gather_to_main({"train": ckpt.capture_rng(self.generator), "data": self.data_rng}, self.info)
+        if not self.info.is_main:
+            return
+        state = {
+            "step": self.step,
+            "task": self.recipe.task,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"world_size": self.info.world_size, "ranks": rng},
+            "samples_seen": {"per_rank": self.samples_seen, "world_size": self.info.world_size},
+            "metrics": dict(self.metrics),
+            "recipe": json.dumps(recipe_to_dict(self.recipe)),
+        }
+        d = ckpt.checkpoint_dir(self.run_dir)
+        if numbered:
+            path = ckpt.save_checkpoint(d / ckpt.step_name(self.step), state)
+            ckpt.link_or_copy(path, d / ckpt.LAST)
+        else:
+            ckpt.save_checkpoint(d / ckpt.LAST, state)
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """Restore everything but the RNG streams (restored after the data iterator is built)."""
+        state = ckpt.load_checkpoint(path)
+        changes = ckpt.check_resumable(path, state["recipe"], recipe_to_dict(self.recipe))
+        for key, (old, new) in changes.items():
+            self.notes.append(f"resume: {key} changed from {old!r} to {new!r}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: state does not fit the model of recipe "
+                                  f"{self.recipe.name!r} ({exc})") from exc
+        self.step = int(state["step"])
+        self.metrics = dict(state.get("metrics") or {})
+        seen = state["samples_seen"]
+        if seen["world_size"] != self.info.world_size:
+            # Per-rank streams cannot be re-split exactly; keep the global sample count.
+            self.notes.append(f"resume: world size changed {seen['world_size']} -> {self.info.world_size}; "
+                              "data order and RNG streams restart (not bitwise-exact)")
+            self.samples_seen = seen["per_rank"] * seen["world_size"] // self.info.world_size
+        else:
+            self.samples_seen = int(seen["per_rank"])
+        return state
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        rng = state["rng"]
+        if rng["world_size"] == self.info.world_size:
+            mine = rng["ranks"][self.info.rank]
+            ckpt.restore_rng(mine["train"], self.generator)
+            self.data_rng = mine["data"]
+        else:
+            ckpt.seed_all(self.cfg.seed + 1_000_003 * self.info.rank + self.step)
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def evaluate(self, logger: RunLogger) -> None:
+        """Task metrics on the EMA weights, rank 0 only, without disturbing the training RNG."""
+        if not self.info.is_main:
+            return
+        with ckpt.isolated_rng(self.generator), self.ema.swapped(self.model), torch.no_grad(), \
+                self.autocast():
+            self.model.eval()
+            try:
+                metrics = self.task.evaluate(self.model, max_batches=self.cfg.eval_batches)
+            finally:
+                self.model.train()
+        self.metrics = {k: float(v) for k, v in metrics.items()}
+        logger.log(self.step, self.metrics, prefix="val")
+        if self.metrics:
+            shown = ", ".join(f"val/{k}={v:.4g}" for k, v in self.metrics.items())
+            logger.message(f"step {self.step}: {shown}")
+
+    def finalize(self) -> None:
+        """End of a session: let the task recompute derived buffers of the EMA weights.
+
+        Optional task hook ``calibrate(model)`` (e.g. the tokenizer's exact latent statistics).
+        Only the EMA's copy changes: the raw model keeps its buffers, so resuming stays exact.
+        """
+        calibrate = getattr(self.task, "calibrate", None)
+        if calibrate is None or not self.info.is_main:
+            return
+        with ckpt.isolated_rng(self.generator), self.ema.swapped(self.model), torch.no_grad(), \
+                self.autocast():
+            self.model.eval()
+            try:
+                calibrate(self.model)
+            finally:
+                self.model.train()
+            self.ema.store_buffers(self.model)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False, until_step: int | None = None) -> Path:
+        cfg, info = self.cfg, self.info
+        last = ckpt.checkpoint_dir(self.run_dir) / ckpt.LAST
+        state = None
+        if resume:
+            if not last.is_file():
+                raise CheckpointError(f"{last}: no checkpoint to resume (run without --resume to start)")
+            state = self.load(last)
+        elif last.exists():
+            raise CheckpointError(f"{self.run_dir} already holds a checkpoint ({last}); pass --resume to "
+                                  "continue it, or choose another --out")
+        if info.is_main:
+            save_recipe(self.recipe, self.run_dir / "recipe.json")
+        logger = RunLogger(self.run_dir, enabled=info.is_main, total_steps=cfg.steps, start_step=self.step,
+                           progress=self.progress)
+        for note in self.notes:
+            logger.message(note)
+        with ckpt.isolated_rng():
+            batches = self.task.batches("train", cfg.batch_size, cfg.seed, info.rank, info.world_size,
+                                        start_sample=self.samples_seen)
+        if state is not None:
+            self._restore_rng(state)
+        stop_at = min(cfg.steps, until_step) if until_step is not None else cfg.steps
+        stopper = GracefulStop()
+        deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
+        t_start = time.monotonic()
+        sums: dict[str, float] = {}
+        n_sum, t_window = 0, time.monotonic()
+        self.model.train()
+        try:
+            while self.step < stop_at:
+                batch = self._next_batch(batches)
+                with self.autocast():
+                    loss, metrics = self.task.loss(self.wrapped, batch, generator=self.generator)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                # clip_grad_norm_ with max_norm=inf only measures the norm (for logging).
+                clip = self.recipe.optim.grad_clip if self.recipe.optim.grad_clip > 0 else math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+                lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
+                self.optimizer.step()
+                self.scheduler.step()
+                self.ema.update(self.model)
+                self.step += 1
+                self.samples_seen += cfg.batch_size
+                loss_value = float(loss.detach())
+                bad = not math.isfinite(loss_value)
+                timed_out = stopper.requested or (deadline is not None and time.monotonic() > deadline)
+                # One collective per step: all ranks agree on failures and on stopping.
+                bad, stop = any_rank([bad, timed_out], info)
+                if bad:
+                    raise ConfigError(f"loss is not finite at step {self.step} (this rank: {loss_value}); "
+                                      "lower optim.lr or set optim.grad_clip")
+                if self.step == 1:
+                    check_replicas_in_sync(self.model, info)
+                for k, v in {"loss": loss_value, "grad_norm": float(grad_norm), **metrics}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                n_sum += 1
+                done = stop or self.step >= stop_at
+                if self.step % cfg.log_every == 0 or done:
+                    elapsed = time.monotonic() - t_window
+                    means = mean_across({k: v / n_sum for k, v in sums.items()}, info)
+                    means["lr"] = lr
+                    means["steps_per_s"] = n_sum / max(elapsed, 1e-9)
+                    logger.log(self.step, means)
+                    logger.progress(self.step, {k: means[k] for k in ("loss", "lr", "steps_per_s")})
+                    sums, n_sum, t_window = {}, 0, time.monotonic()
+                if done:
+                    self.finalize()
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or done:
+                    self.evaluate(logger)
+                numbered = bool(cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.steps
+                if numbered or done:
+                    check_replicas_in_sync(self.model, info)
+                    self.save(numbered=numbered)
+                if stop:
+                    self.stop_reason = stopper.reason or f"time budget of {cfg.max_minutes} min reached"
+                    logger.message(f"stopping at step {self.step}: {self.stop_reason}")
+                    break
+            else:
+                done_all = self.step >= cfg.steps
+                self.stop_reason = "reached train.steps" if done_all else f"reached step {stop_at}"
+        finally:
+            logger.close()
+            stopper.restore()
+        if info.is_main:
+            atomic_write_json(self.run_dir / "summary.json", {
+                "recipe": self.recipe.name, "task": self.recipe.task, "step": self.step,
+                "steps": cfg.steps, "world_size": info.world_size, "samples_seen_per_rank": self.samples_seen,
+                "minutes": (time.monotonic() - t_start) / 60, "stop_reason": self.stop_reason,
+                "metrics": self.metrics,
+            })
+        return self.run_dir
+
+
+def train(recipe: Recipe, resume: bool = False, until_step: int | None = None,
+          progress: bool | None = None) -> Path:
+    """Train ``recipe`` (single process, or one rank under torchrun) and return the run folder.
+
+    ``until_step`` ends this session early at that global step (the LR schedule still spans
+    ``train.steps``), e.g. to train in chunks with ``resume=True``.
+    """
+    info = init_distributed(recipe.train.device)
+    try:
+        return Trainer(recipe, info, progress=progress).fit(resume=resume, until_step=until_step)
+    finally:
+        shutdown(info)
