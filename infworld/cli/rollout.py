@@ -1,0 +1,216 @@
+"""``infworld rollout``: replay an episode's actions through a world model, for as long as asked.
+
+    infworld rollout --model M --episode DATA_DIR[:N] --context K --frames F --memory window --out OUT
+                     [--chunk k] [--steps S] [--sampler euler|heun|stochastic] [--seed 0]
+
+The model is seeded with the first K frames of episode N (default 0, name order) and their actions,
+then follows the episode's actions for F generated frames. Past the end of the episode the actions
+continue by ``--continuation``: ``cycle`` (default) replays the episode's action sequence from its
+start, ``random`` is a seeded random walk with momentum over the action ids the episode uses (each
+drawn action is held for 2..8 frames). Outputs, each written atomically, ``rollout.json`` last:
+
+* OUT/generated.npz  ``frames``: (F, H, W, 3) uint8, the generated frames only;
+* OUT/video.mp4      generated | ground truth side by side (black once the episode has ended);
+* OUT/rollout.json   frames, seconds, fps, peak_rss_bytes, memory_state_bytes [[g, bytes]...]
+                     (KV cache + memory after the chunk ending at generated frame g),
+                     frame_seconds [[g, s/frame]...] (chunk starting at generated frame g),
+                     per-frame psnr vs ground truth where there is one, and the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from infworld.errors import ConfigError, DataError
+
+CONTINUATIONS = ("cycle", "random")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "rollout", help="generate frames from an episode's first frames and actions",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="exported world model: folder or name (checkpoints/NAME)")
+    p.add_argument("--episode", required=True, metavar="DATA_DIR[:N]",
+                   help="dataset folder and episode index in name order (default 0)")
+    p.add_argument("--context", type=int, default=1, help="real frames that seed the model (K >= 1)")
+    p.add_argument("--frames", type=int, required=True, help="frames to generate (F >= 1)")
+    p.add_argument("--memory", default="window", help="memory strategy (default: window)")
+    p.add_argument("--window", type=int, help="memory budget in frames (default: the model's window)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--chunk", type=int, help="frames generated per step (default: the model's)")
+    p.add_argument("--steps", type=int, help="sampler steps per chunk (default: the model's)")
+    p.add_argument("--sampler", choices=("euler", "heun", "stochastic"), help="default: the model's")
+    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale on actions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--continuation", choices=CONTINUATIONS, default="cycle",
+                   help="actions after the episode ends (see above)")
+    p.add_argument("--fps", type=float, help="video frame rate (default: the dataset's fps / frame_skip)")
+    p.add_argument("--scale", type=int, default=2, help="video pixel scale factor")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's; 1 can be faster for tiny models, busy CPUs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_episode(spec: str) -> tuple[str, int]:
+    """``DATA_DIR[:N]`` -> (DATA_DIR, N); a suffix that is not an integer is part of the path."""
+    root, sep, tail = spec.rpartition(":")
+    if sep and root and tail.lstrip("-").isdigit():
+        return root, int(tail)
+    return spec, 0
+
+
+def action_schedule(ep_actions: dict[str, np.ndarray], start: int, count: int, mode: str,
+                    seed: int) -> dict[str, np.ndarray]:
+    """Transition actions ``start .. start + count - 1`` (count,) per field, continuing past the episode.
+
+    ``cycle``: index i >= T-1 reuses transition i mod (T-1). ``random``: a seeded random walk with
+    momentum over the ids seen in the episode (each draw held for 2..8 frames).
+    """
+    n = len(next(iter(ep_actions.values())))
+    idx = np.arange(start, start + count)
+    out = {k: a[np.minimum(idx, n - 1)].copy() for k, a in ep_actions.items()}
+    beyond = idx >= n
+    if not beyond.any():
+        return out
+    if mode == "cycle":
+        for k, a in ep_actions.items():
+            out[k][beyond] = a[idx[beyond] % n]
+        return out
+    rng = np.random.default_rng(seed)
+    pos = np.nonzero(beyond)[0]
+    i = 0
+    while i < len(pos):
+        hold = int(rng.integers(2, 9))
+        for k, a in ep_actions.items():
+            out[k][pos[i : i + hold]] = rng.choice(np.unique(a))
+        i += hold
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from infworld.data.episode import (
+        atomic_write_bytes,
+        atomic_write_json,
+        list_episodes,
+        read_episode,
+        read_meta,
+    )
+    from infworld.eval.video import VideoWriter, psnr, side_by_side
+    from infworld.world import WorldModel
+
+    # 1. Check the request before anything is loaded or written.
+    for name, value, lo in (("--context", args.context, 1), ("--frames", args.frames, 1),
+                            ("--chunk", args.chunk, 1), ("--steps", args.steps, 1),
+                            ("--window", args.window, 1), ("--scale", args.scale, 1),
+                            ("--threads", args.threads, 1)):
+        if value is not None and value < lo:
+            raise ConfigError(f"{name}: expected an integer >= {lo}, got {value}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root, index = parse_episode(args.episode)
+    meta = read_meta(root)
+    paths = list_episodes(root)
+    if not 0 <= index < len(paths):
+        raise DataError(f"episode index {index} out of range: the dataset has {len(paths)} episode(s) "
+                        f"(valid 0..{len(paths) - 1})", path=root)
+    ep = read_episode(paths[index], meta=meta)
+    t_ep, k = len(ep), args.context
+    if t_ep < k:
+        raise DataError(f"episode has {t_ep} frames, fewer than --context {k}", path=str(paths[index]))
+
+    # 2. The model, and whether the episode fits it.
+    world = WorldModel.from_pretrained(
+        args.model, memory=args.memory, memory_cfg={"budget": args.window} if args.window else None,
+        map_location=args.device, chunk=args.chunk, steps=args.steps, name=args.sampler,
+        cfg_scale=args.cfg_scale, seed=args.seed)
+    if tuple(world.frame_size) != tuple(meta.size):
+        raise DataError(f"frames are {tuple(meta.size)} but the model was trained on "
+                        f"{tuple(world.frame_size)}", path=root, field="size")
+    sizes = world.dit.cfg.actions.sizes()
+    ep_actions = {"move": ep.move, "view": ep.view, "interact": ep.interact}
+    for name, a in ep_actions.items():
+        if a.size and (a.min() < 0 or a.max() >= sizes[name]):
+            raise DataError(f"action ids {int(a.min())}..{int(a.max())} out of the model's range "
+                            f"0..{sizes[name] - 1}", path=str(paths[index]), field=name)
+
+    # 3. Generate chunk by chunk.
+    f_total, chunk = args.frames, world.config.chunk
+    acts = action_schedule(ep_actions, k - 1, f_total, args.continuation, args.seed)  # (F,) per field
+    poses = ep.pose[None, :k] if ep.pose is not None and world.memory.needs_poses else None
+    world.reset(ep.frames[None, :k], {n: a[None, : k - 1] for n, a in ep_actions.items()}, poses=poses)
+    gen = np.zeros((f_total, *meta.size, 3), dtype=np.uint8)
+    mem_bytes, frame_secs, psnrs = [], [], []
+    fps = args.fps or max(1.0, min(30.0, meta.fps / max(1, meta.frame_skip)))
+    out = Path(args.out)
+    show = not args.no_progress and sys.stderr.isatty()
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=f_total, unit="frame", desc="rollout", file=sys.stderr)
+    t0 = time.perf_counter()
+    with torch.inference_mode(), VideoWriter(out / "video.mp4", fps=fps, scale=args.scale) as video:
+        for lo in range(0, f_total, chunk):
+            hi = min(lo + chunk, f_total)
+            t_chunk = time.perf_counter()
+            step_poses = None
+            if world.memory.needs_poses and ep.pose is not None and k + hi <= t_ep:
+                step_poses = ep.pose[None, k + lo : k + hi]
+            step_acts = {n: a[None, lo:hi] for n, a in acts.items()}  # (1, n) per field
+            frames = world.step(step_acts, poses=step_poses)[0]  # (n, H, W, 3)
+            frame_secs.append([lo, (time.perf_counter() - t_chunk) / (hi - lo)])
+            mem_bytes.append([hi - 1, world.state_nbytes()])
+            gen[lo:hi] = frames
+            for j, frame in enumerate(frames):
+                e = k + lo + j  # episode frame index of this generated frame
+                truth = ep.frames[e] if e < t_ep else None
+                if truth is not None:
+                    psnrs.append(float(psnr(frame, truth)))
+                video.write(side_by_side(frame, truth))
+            if bar is not None:
+                bar.update(hi - lo)
+        seconds = time.perf_counter() - t0
+        # 4. Write the results (the video is renamed into place when the block exits).
+        buf = io.BytesIO()
+        np.savez_compressed(buf, frames=gen)
+        atomic_write_bytes(out / "generated.npz", lambda f: f.write(buf.getvalue()))
+    if bar is not None:
+        bar.close()
+    report = {
+        "frames": f_total,
+        "seconds": seconds,
+        "fps": f_total / max(seconds, 1e-9),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "memory_state_bytes": mem_bytes,
+        "frame_seconds": frame_secs,
+        "psnr": psnrs,
+        "psnr_mean": float(np.mean(psnrs)) if psnrs else None,
+        "frames_with_ground_truth": len(psnrs),
+        "model": str(args.model),
+        "episode": str(paths[index]),
+        "context": k,
+        "chunk": chunk,
+        "memory": world.memory.name,
+        "window": world.window,
+        "sampler": {"name": world.config.sampler.name, "steps": world.config.sampler.steps,
+                    "shift": world.config.sampler.shift, "cfg_scale": world.config.sampler.cfg_scale},
+        "seed": args.seed,
+        "continuation": args.continuation,
+    }
+    atomic_write_json(out / "rollout.json", report)
+    mean = f"{report['psnr_mean']:.2f} dB" if psnrs else "n/a"
+    print(f"rollout: {f_total} frames in {seconds:.1f} s ({report['fps']:.1f} fps), PSNR vs truth {mean} "
+          f"over {len(psnrs)} frames -> {out}")
+    return 0

@@ -1,0 +1,106 @@
+"""Diffusion-forcing training loss for the block-causal world model.
+
+Diffusion Forcing (Chen et al. 2024, arXiv 2407.01392, Sec. 3.1) trains a causal denoiser with an
+**independent noise level per frame**, so one network can denoise a frame given a past that is
+clean, partly noisy or pure noise. VRAG (arXiv 2505.21996) trains its retrieval world model the
+same way. We mix two regimes per clip:
+
+* independent (probability ``1 - prefix_prob``): t_f drawn i.i.d. for every frame f, loss on all;
+* clean prefix (probability ``prefix_prob``): frames 0..P-1 are clean context (t = 0, no loss) and
+  the rest share one noise level, which is exactly what streaming inference does (a chunk at one
+  t after cached clean frames, see infworld/world.py).
+
+Loss: rectified-flow velocity regression ||v_theta(x_t, t) - (eps - x_0)||^2 (flow.py), averaged over
+the frames that carry loss. Classifier-free guidance dropout nulls all actions of a clip with
+probability ``cfg_dropout`` (Ho & Salimans 2022).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from infworld.diffusion.flow import FlowConfig, add_noise, sample_t, velocity_target
+from infworld.errors import ConfigError
+from infworld.models.action import drop_actions
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class ForcingConfig:
+    """Share of clean-prefix clips, the shortest prefix, and the CFG action-dropout probability."""
+
+    prefix_prob: float = 0.5
+    min_prefix: int = 1
+    cfg_dropout: float = 0.1
+
+    def check(self) -> None:
+        for name in ("prefix_prob", "cfg_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                value = getattr(self, name)
+                raise ConfigError(f"forcing.{name}: expected a probability in 0..1, got {value}")
+        if self.min_prefix < 1:
+            raise ConfigError(f"forcing.min_prefix: expected >= 1, got {self.min_prefix}")
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    gen_dev = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gen_dev).to(device)
+
+
+def forcing_noise_levels(batch: int, frames: int, flow: FlowConfig, cfg: ForcingConfig,
+                         generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame noise levels t (B, F) and the loss mask (B, F) (False on clean-prefix frames)."""
+    device = torch.device(device)
+    t = sample_t((batch, frames), flow, generator, device)  # independent per frame
+    loss_mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
+    if frames > cfg.min_prefix and cfg.prefix_prob > 0:
+        use_prefix = _rand((batch,), generator, device) < cfg.prefix_prob  # (B,)
+        # prefix length P uniform in min_prefix..F-1: at least one noisy frame remains.
+        span = frames - cfg.min_prefix
+        plen = cfg.min_prefix + (_rand((batch,), generator, device) * span).long().clamp(max=span - 1)
+        t_chunk = sample_t((batch,), flow, generator, device)  # one level for the noisy part
+        ctx = use_prefix[:, None] & (torch.arange(frames, device=device)[None, :] < plen[:, None])  # (B, F)
+        t = torch.where(use_prefix[:, None], t_chunk[:, None].expand(-1, frames), t)
+        t = torch.where(ctx, torch.zeros_like(t), t)
+        loss_mask = ~ctx
+    return t, loss_mask
+
+
+def forcing_loss(model_fn: ModelFn, x0: torch.Tensor, actions: Mapping[str, torch.Tensor],
+                 flow: FlowConfig, cfg: ForcingConfig, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Diffusion-forcing flow-matching loss on clean latents ``x0`` (B, F, C, h, w).
+
+    ``actions``: per-frame action fields (B, F) (see action.frame_actions). ``model_fn(x_t, t,
+    actions)`` returns the predicted velocity (B, F, C, h, w). Returns the scalar loss and metrics.
+    """
+    cfg.check()
+    flow.check()
+    b, f = x0.shape[:2]
+    dev = x0.device
+    t, loss_mask = forcing_noise_levels(b, f, flow, cfg, generator, dev)
+    gen_dev = generator.device if generator is not None else dev
+    eps = torch.randn(x0.shape, generator=generator, device=gen_dev, dtype=x0.dtype).to(dev)
+    x_t = add_noise(x0, eps, t)
+    drop = _rand((b,), generator, dev) < cfg.cfg_dropout  # (B,)
+    v = model_fn(x_t, t, drop_actions(actions, drop))
+    err = (v.float() - velocity_target(x0, eps).float()).pow(2).mean(dim=tuple(range(2, x0.dim())))  # (B, F)
+    w = loss_mask.float()
+    loss = (err * w).sum() / w.sum().clamp(min=1.0)
+    with torch.no_grad():
+        prefix_clip = (~loss_mask).any(dim=1)  # (B,)
+        metrics = {
+            "loss": float(loss.detach()),
+            "t_mean": float((t * w).sum() / w.sum().clamp(min=1.0)),
+            "prefix_share": float(prefix_clip.float().mean()),
+        }
+        for name, sel in (("loss_prefix", prefix_clip), ("loss_indep", ~prefix_clip)):
+            ww = w * sel[:, None].float()
+            if ww.sum() > 0:
+                metrics[name] = float((err * ww).sum() / ww.sum())
+    return loss, metrics

@@ -1,0 +1,98 @@
+"""The memory plug-in interface of the rollout engine.
+
+A world model that streams forever has to decide what of the past it still conditions on. Every
+strategy (sliding window, full-context oracle, Infinite-World's HPMC compressed latents, WorldScape's
+three-level KV memory, VRAG retrieval) sits behind this one interface, with a fixed budget, so the
+DiT and the engine never change when a strategy is added:
+
+* the engine keeps the last ``local_window`` clean frames in its KV cache (the local window every
+  strategy shares; block-causal sliding-window attention, see infworld/models/kvcache.py);
+* after every chunk the engine calls :meth:`Memory.write` with what was generated or observed
+  (latents, per-frame actions, poses when known);
+* before every chunk it calls :meth:`Memory.read`, which may return extra **clean context**
+  (:class:`MemoryContext`): latent frames that the engine runs once through the DiT at t = 0 (as
+  Infinite-World does with its memory latents: concatenated in time before the noisy latents,
+  marked by a frame kind, modulated as clean, computed once per chunk and reused across the
+  denoising steps). Those frames are "pinned": every frame of the chunk may attend to them.
+
+Strategies register themselves by name (registry.py).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from infworld.errors import MemoryConfigError
+
+MEMORY_KIND = 1  # frame-kind id of memory latents in the DiT (0 = ordinary frame)
+
+
+@dataclass
+class MemoryContext:
+    """Extra clean context for the next chunk.
+
+    latents:   (B, M, C, h, w) clean latent frames (t = 0).
+    actions:   per-frame action fields (B, M) (action.NULL_ACTION where there is none).
+    positions: (M,) time positions relative to the first frame of the next chunk (-1 = the frame
+               just before it); need not be integers (a compressed latent can sit between frames).
+    kinds:     (B, M) frame kinds, default all MEMORY_KIND.
+    """
+
+    latents: torch.Tensor
+    actions: dict[str, torch.Tensor]
+    positions: torch.Tensor
+    kinds: torch.Tensor | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.latents.shape[1])
+
+
+class Memory(ABC):
+    """A bounded memory strategy. ``budget`` is its size in frames (strategy-specific meaning)."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, budget: int):
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+            raise MemoryConfigError(f"memory {self.name!r}: budget must be an int >= 1, got {budget!r}")
+        self.budget = budget
+
+    @property
+    def local_window(self) -> int:
+        """Frames the engine keeps in its KV cache; each frame attends to at most this many frames
+        of the recent past (itself included)."""
+        return self.budget
+
+    @property
+    def needs_poses(self) -> bool:
+        """True when :meth:`write` / :meth:`read` need camera poses (the engine then insists on them)."""
+        return False
+
+    def module(self) -> nn.Module | None:
+        """Learned parts (e.g. HPMC's compressor) to train jointly with the DiT, or None."""
+        return None
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget everything (a new rollout starts)."""
+
+    @abstractmethod
+    def write(self, latents: torch.Tensor, actions: dict[str, torch.Tensor], poses: torch.Tensor | None,
+              start_index: int) -> None:
+        """Record frames ``start_index ..`` of the rollout: latents (B, n, C, h, w), actions (B, n),
+        poses (B, n, 5) or None."""
+
+    @abstractmethod
+    def read(self, next_index: int, pose: torch.Tensor | None = None) -> MemoryContext | None:
+        """Extra clean context for the chunk starting at frame ``next_index`` (None = nothing beyond
+        the local window). ``pose`` (B, 5) is the latest known pose, for pose-based retrieval."""
+
+    @abstractmethod
+    def nbytes(self) -> int:
+        """Bytes of state the memory holds (not counting the engine's KV cache)."""

@@ -1,0 +1,379 @@
+"""The ``world`` task: train the action-conditioned DiT on frozen tokenizer latents.
+
+Recipe ``model:`` fields are :class:`WorldConfig`. The module the trainer sees is :class:`WorldNet`:
+the frozen tokenizer (carried inside, so an export is self-contained) plus the DiT (the only part
+that learns). Loss: diffusion forcing with rectified flow (infworld/diffusion/forcing.py) on
+latents of clips from :class:`~infworld.data.dataset.ClipDataset`. Evaluation: teacher-forced
+next-frame PSNR (each frame generated from the real frames before it, with the configured sampler,
+uint8-quantised) through the same rollout engine as inference (infworld/world.py), plus val loss.
+
+Tokenizer: ``tokenizer`` names an exported tokenizer (folder or name, loaded with
+``infworld.train.export.load_model``), or ``pixels:P``, a parameter-free space-to-depth map
+(frames (3, H, W) -> latents (3 P^2, H/P, W/P)) for pixel-space diffusion as in DIAMOND, tests and
+quick experiments.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infworld.config import build_dataclass, to_dict
+from infworld.data.episode import read_meta
+from infworld.diffusion.flow import FlowConfig
+from infworld.diffusion.forcing import ForcingConfig, forcing_loss
+from infworld.diffusion.samplers import SamplerConfig
+from infworld.errors import CheckpointError, ConfigError, InfWorldError
+from infworld.models.action import frame_actions
+from infworld.models.dit import DiT, DiTConfig
+from infworld.train.task import get_task, register_task
+
+PIXELS_PREFIX = "pixels:"
+ACTION_KEYS = ("move", "view", "interact")
+
+
+@dataclass
+class WorldConfig:
+    """Model config of the world task. Zeros mean "derive": ``dit.in_channels``/``latent_size`` from
+    the tokenizer, ``dit.actions.num_interact`` from the dataset, ``dit.max_frames`` from
+    ``data.clip_len``, ``window`` (inference attention window) from ``dit.max_frames``,
+    ``eval_context`` (real frames before the first predicted one) from ``clip_len // 2``.
+    ``latent_cache_mb``: see :class:`LatentCache`."""
+
+    tokenizer: str = "pixels:8"
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    forcing: ForcingConfig = field(default_factory=ForcingConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    chunk: int = 4
+    window: int = 0
+    eval_context: int = 0
+    grad_checkpointing: bool = False
+    latent_cache_mb: int = 1024  # float16 latents of seen training frames kept in RAM; 0 = off
+
+
+class PixelTokenizer(nn.Module):
+    """Space-to-depth "tokenizer" without parameters: (..., 3, H, W) <-> (..., 3 P^2, H/P, W/P) in [-1, 1]."""
+
+    def __init__(self, patch: int, image_size: tuple[int, int]):
+        super().__init__()
+        if patch < 1 or image_size[0] % patch or image_size[1] % patch:
+            raise ConfigError(f"tokenizer 'pixels:{patch}': the patch must divide the frame size "
+                              f"{tuple(image_size)}")
+        self.patch = patch
+        self.image_size = tuple(image_size)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.float() / 127.5 - 1.0 if frames.dtype == torch.uint8 else frames.float()
+        lead = x.shape[:-3]
+        return F.pixel_unshuffle(x.reshape(-1, *x.shape[-3:]), self.patch).reshape(*lead, -1, *self._grid())
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        lead = latents.shape[:-3]
+        x = F.pixel_shuffle(latents.reshape(-1, *latents.shape[-3:]), self.patch)
+        return x.clamp(-1.0, 1.0).reshape(*lead, *x.shape[-3:])
+
+    def _grid(self) -> tuple[int, int]:
+        return self.image_size[0] // self.patch, self.image_size[1] // self.patch
+
+
+class WorldNet(nn.Module):
+    """Frozen tokenizer + trainable DiT; ``forward`` is the DiT (so DDP wraps the right thing)."""
+
+    def __init__(self, dit: DiT, tokenizer: nn.Module, frame_size: tuple[int, int],
+                 model_config: dict[str, Any]):
+        super().__init__()
+        self.dit = dit
+        self.tokenizer = tokenizer.eval()
+        for p in self.tokenizer.parameters():
+            p.requires_grad_(False)
+        self.frame_size = tuple(frame_size)
+        self.model_config = model_config  # export_config(): rebuilds this module
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, actions: dict[str, torch.Tensor], **kw: Any):
+        return self.dit(x, t, actions, **kw)
+
+    def no_weight_decay(self) -> set[str]:
+        """The per-block modulation offsets are biases in matrix form: no weight decay (trainer.py)."""
+        return {name for name, _ in self.named_parameters() if name.endswith(".modulation")}
+
+    def train(self, mode: bool = True) -> WorldNet:
+        super().train(mode)
+        self.tokenizer.eval()  # frozen: never in training mode (e.g. running latent statistics)
+        return self
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, max_batch: int = 64) -> torch.Tensor:
+        """Frames (B, L, 3, H, W) uint8 or float in [-1, 1] -> latents (B, L, C, h, w)."""
+        b, n = frames.shape[:2]
+        flat = frames.reshape(b * n, *frames.shape[2:])
+        z = torch.cat([self.tokenizer.encode(flat[i:i + max_batch]) for i in range(0, b * n, max_batch)])
+        return z.reshape(b, n, *z.shape[1:])
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, max_batch: int = 64) -> torch.Tensor:
+        """Latents (B, L, C, h, w) -> frames (B, L, 3, H, W) in [-1, 1]."""
+        b, n = latents.shape[:2]
+        flat = latents.reshape(b * n, *latents.shape[2:]).float()
+        x = torch.cat([self.tokenizer.decode(flat[i:i + max_batch]) for i in range(0, b * n, max_batch)])
+        return x.reshape(b, n, *x.shape[1:])
+
+
+def _export_meta_config(meta: Any, source: str) -> tuple[str, dict[str, Any]]:
+    """(task, model config) of a loaded export's config.json."""
+    if isinstance(meta, dict):
+        task = meta.get("task")
+        keys = ("model_config", "model", "config")
+        cfg = next((meta[k] for k in keys if isinstance(meta.get(k), dict)), None)
+        if isinstance(task, str) and cfg is not None:
+            return task, cfg
+    raise CheckpointError(f"tokenizer {source!r}: its config.json lacks 'task' and the model config")
+
+
+def load_tokenizer(spec: str, frame_size: tuple[int, int]) -> tuple[nn.Module, dict[str, Any]]:
+    """The tokenizer named by ``spec`` and the JSON that rebuilds it without files (see build_tokenizer)."""
+    if spec.startswith(PIXELS_PREFIX):
+        embed: dict[str, Any] = {"spec": spec}
+    else:
+        from infworld.train.export import load_model
+
+        module, meta = load_model(spec, map_location="cpu")
+        task, cfg = _export_meta_config(meta, spec)
+        if task != "tokenizer":
+            raise CheckpointError(f"tokenizer {spec!r}: is a {task!r} model, expected a 'tokenizer' export")
+        embed = {"spec": spec, "task": task, "model_config": cfg}
+        return module, embed
+    return build_tokenizer(embed, frame_size), embed
+
+
+def build_tokenizer(embed: dict[str, Any], frame_size: tuple[int, int]) -> nn.Module:
+    """Rebuild the (untrained) tokenizer from its embedded config; weights come with the world export."""
+    spec = str(embed.get("spec", ""))
+    if spec.startswith(PIXELS_PREFIX):
+        try:
+            patch = int(spec[len(PIXELS_PREFIX):])
+        except ValueError:
+            raise ConfigError(f"tokenizer {spec!r}: expected 'pixels:P' with an integer P") from None
+        return PixelTokenizer(patch, frame_size)
+    if "task" not in embed or "model_config" not in embed:
+        raise CheckpointError(f"world config: tokenizer entry {embed!r} lacks 'task'/'model_config'")
+    _, task_cls = get_task(embed["task"])
+    return task_cls.build_inference_model(embed["model_config"])
+
+
+class LatentCache:
+    """Tokenizer latents of dataset frames, each frame encoded once and kept in float16 on the CPU.
+
+    The tokenizer is frozen, so re-encoding the same frames every step (as costly as the DiT step
+    itself at CPU scale) is wasted work. Clips carry their ``episode`` and ``start``; per episode we
+    keep a (T, C, h, w) latent array and a filled mask. Episodes stop being added once ``budget``
+    bytes are used (their clips are then encoded every time).
+    """
+
+    def __init__(self, root: str, latent_shape: tuple[int, int, int], budget_bytes: int):
+        from infworld.data.episode import list_episodes
+
+        self.paths = list_episodes(root)
+        self.latent_shape = tuple(latent_shape)
+        self.budget = budget_bytes
+        self.used = 0
+        self.store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _entry(self, episode: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        from infworld.data.stats import episode_length
+
+        if episode not in self.store:
+            if not 0 <= episode < len(self.paths):
+                return None
+            t = episode_length(self.paths[episode])
+            size = t * int(np.prod(self.latent_shape)) * 2
+            if self.used + size > self.budget:
+                return None
+            self.store[episode] = (torch.zeros(t, *self.latent_shape, dtype=torch.float16),
+                                   torch.zeros(t, dtype=torch.bool))
+            self.used += size
+        return self.store[episode]
+
+    def latents(self, net: WorldNet, frames: torch.Tensor, episodes: torch.Tensor, starts: torch.Tensor
+                ) -> torch.Tensor:
+        """Latents (B, L, C, h, w) of clip frames (B, L, 3, H, W) starting at ``starts`` (B,); float32
+        holding float16-rounded values whether they came from the cache or not."""
+        b, n = frames.shape[:2]
+        entries = [self._entry(int(e)) for e in episodes.tolist()]
+        idx = [torch.arange(int(s), int(s) + n) for s in starts.tolist()]
+        missing = torch.stack([~e[1][i] if e is not None else torch.ones(n, dtype=torch.bool)
+                               for e, i in zip(entries, idx, strict=True)])  # (B, L)
+        out = torch.empty(b, n, *self.latent_shape)
+        if missing.any():
+            # (M, C, h, w): encode only the frames not cached yet
+            z = net.encode(frames[missing.to(frames.device)][None]).cpu()[0]
+            # rounded like the cached copies, so a loss never depends on what was cached (exact resume)
+            out[missing] = z.half().float()
+        for j, (entry, i) in enumerate(zip(entries, idx, strict=True)):
+            if entry is None:
+                continue
+            lat, filled = entry
+            new = missing[j]
+            lat[i[new]] = out[j, new].half()
+            filled[i[new]] = True
+            out[j, ~new] = lat[i[~new]].float()
+        return out.to(frames.device)
+
+
+def _unwrap(model: nn.Module) -> WorldNet:
+    return getattr(model, "module", model)  # DDP / FSDP keep the module under .module
+
+
+class WorldTask:
+    """Task ``world`` (see the module docstring and infworld/train/task.py for the contract)."""
+
+    name = "world"
+
+    def __init__(self, config: WorldConfig, recipe: Any):
+        self.config = config
+        self.recipe = recipe
+        config.flow.check()
+        config.forcing.check()
+        config.sampler.check()
+        data = recipe.data
+        if not data.root:
+            raise ConfigError("data.root: the world task needs a dataset folder")
+        self.meta = read_meta(data.root)
+        self.frame_size = tuple(self.meta.size)
+        self.tokenizer, self.tokenizer_embed = load_tokenizer(config.tokenizer, self.frame_size)
+        self.dit_config = self._resolve_dit(config, data.clip_len)
+        window = config.window or self.dit_config.max_frames
+        if not 1 <= window <= self.dit_config.max_frames:
+            raise ConfigError(f"model.window: {window} must be in 1..dit.max_frames "
+                              f"({self.dit_config.max_frames})")
+        if not 1 <= config.chunk <= window:
+            raise ConfigError(f"model.chunk: {config.chunk} must be in 1..window ({window})")
+        self.window = window
+        # Record the resolved values in the config itself, so checkpoints carry the real sizes.
+        config.dit = copy.deepcopy(self.dit_config)
+        config.window = window
+        d = self.dit_config
+        budget = config.latent_cache_mb * 2**20
+        self._cache = LatentCache(data.root, (d.in_channels, *d.latent_size), budget) if budget else None
+
+    def _resolve_dit(self, config: WorldConfig, clip_len: int) -> DiTConfig:
+        try:
+            probe = self.tokenizer.encode(torch.zeros(1, 3, *self.frame_size, dtype=torch.uint8))
+        except InfWorldError as exc:
+            raise ConfigError(f"tokenizer {config.tokenizer!r} does not accept {self.frame_size} frames of "
+                              f"{self.recipe.data.root}: {exc}") from exc
+        c, h, w = probe.shape[-3:]
+        d = copy.deepcopy(config.dit)
+        if d.in_channels and d.in_channels != c or any(d.latent_size) and tuple(d.latent_size) != (h, w):
+            raise ConfigError(f"model.dit: in_channels/latent_size {d.in_channels}/{tuple(d.latent_size)} "
+                              f"differ from the tokenizer's latents {(c, h, w)}; leave them 0 to derive them")
+        d.in_channels, d.latent_size = int(c), (int(h), int(w))
+        vocab = len(self.meta.interact_vocab)
+        if d.actions.num_interact == 0:
+            d.actions.num_interact = vocab
+        elif d.actions.num_interact < vocab:
+            raise ConfigError(f"model.dit.actions.num_interact: {d.actions.num_interact} is smaller than the "
+                              f"dataset's interact vocabulary ({vocab})")
+        d.max_frames = d.max_frames or clip_len
+        if clip_len > d.max_frames:
+            raise ConfigError(f"data.clip_len {clip_len} exceeds model.dit.max_frames {d.max_frames}")
+        d.grad_checkpointing = d.grad_checkpointing or config.grad_checkpointing
+        d.check()
+        return d
+
+    # -- the Task contract ---------------------------------------------------------------------
+
+    def build_model(self) -> WorldNet:
+        tokenizer = copy.deepcopy(self.tokenizer)
+        return WorldNet(DiT(self.dit_config), tokenizer, self.frame_size, self.export_config())
+
+    def batches(self, split: str, batch_size: int, seed: int, rank: int, world_size: int,
+                start_sample: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        from infworld.data.dataset import ClipDataset
+
+        data = self.recipe.data
+        ds = ClipDataset(data.root, data.clip_len, split, data.val_episodes, seed, rank, world_size,
+                         start_sample, revisit_dense=data.revisit_dense and split == "train",
+                         worker_block=batch_size)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=data.workers)
+        yield from loader
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        net = _unwrap(model)
+        if self._cache is not None and "episode" in batch and "start" in batch:
+            # (B, L, C, h, w) from the cache where already encoded
+            x0 = self._cache.latents(net, batch["frames"], batch["episode"], batch["start"])
+        else:
+            x0 = net.encode(batch["frames"])  # (B, L, C, h, w), frozen tokenizer
+        acts = frame_actions({k: batch[k].long() for k in ACTION_KEYS})  # (B, L), frame 0 null
+        return forcing_loss(lambda x, t, a: model(x, t, a), x0, acts, self.config.flow, self.config.forcing,
+                            generator)
+
+    def evaluate(self, model: nn.Module, max_batches: int = 8) -> dict[str, float]:
+        """Val loss and teacher-forced next-frame PSNR (dB) on up to ``max_batches`` val batches."""
+        from infworld.eval.video import psnr
+        from infworld.memory.registry import make_memory
+        from infworld.world import RolloutConfig, WorldModel
+
+        if self.recipe.data.val_episodes == 0:
+            return {}
+        net = _unwrap(model)
+        was_training = net.training
+        clip_len = self.recipe.data.clip_len
+        k = self.config.eval_context or clip_len // 2
+        k = min(max(k, 1), clip_len - 1)
+        device = next(net.dit.parameters()).device
+        engine = WorldModel(net, make_memory("window", budget=self.window),
+                            RolloutConfig(chunk=1, sampler=self.config.sampler, seed=0), device=device)
+        gen = torch.Generator(device=device).manual_seed(0)
+        losses, psnrs = [], []
+        batches = self.batches("val", self.recipe.train.batch_size, seed=0, rank=0, world_size=1)
+        try:
+            with torch.no_grad():
+                for _, batch in zip(range(max_batches), batches, strict=False):
+                    batch = {key: v.to(device) if torch.is_tensor(v) else v for key, v in batch.items()}
+                    losses.append(float(self.loss(net, batch, gen)[0]))
+                    gt = batch["frames"].permute(0, 1, 3, 4, 2).cpu().numpy()  # (B, L, H, W, 3)
+                    acts = {key: batch[key].cpu().numpy() for key in ACTION_KEYS}  # (B, L-1)
+                    engine.reset(gt[:, :k], {key: a[:, : k - 1] for key, a in acts.items()})
+                    for f in range(k, clip_len):
+                        step = {key: a[:, f - 1 : f] for key, a in acts.items()}
+                        pred = engine.step(step, commit=False)  # (B, 1, H, W, 3)
+                        psnrs.append(psnr(pred[:, 0], gt[:, f]))
+                        engine.observe(gt[:, f : f + 1], step)
+        finally:
+            net.train(was_training)
+        return {"loss": float(np.mean(losses)), "next_frame_psnr": float(np.mean(np.concatenate(psnrs)))}
+
+    def export_config(self) -> dict[str, Any]:
+        return {
+            "dit": to_dict(self.dit_config),
+            "frame_size": list(self.frame_size),
+            "tokenizer": self.tokenizer_embed,
+            "interact_vocab": list(self.meta.interact_vocab),
+            "sampler": to_dict(self.config.sampler),
+            "chunk": self.config.chunk,
+            "window": self.window,
+            "flow": to_dict(self.config.flow),
+        }
+
+    @classmethod
+    def build_inference_model(cls, model_config: dict[str, Any]) -> WorldNet:
+        try:
+            dit_cfg = build_dataclass(DiTConfig, model_config["dit"], "dit")
+            frame_size = tuple(int(s) for s in model_config["frame_size"])
+            tokenizer = build_tokenizer(dict(model_config["tokenizer"]), frame_size)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"world model config is incomplete or corrupt ({exc!r})") from exc
+        return WorldNet(DiT(dit_cfg), tokenizer, frame_size, dict(model_config))
+
+
+register_task("world", WorldConfig, WorldTask)

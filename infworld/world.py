@@ -1,0 +1,352 @@
+"""The streaming rollout engine: ``WorldModel.reset(frames)`` then ``step(actions) -> frames``, forever.
+
+One engine serves evaluation, the CLI, the play page and the gymnasium adapter (and later
+self-forcing training). It wraps a world network (tokenizer + DiT, see
+infworld/train/tasks/world.py), a :class:`~infworld.models.kvcache.KVCache`, a sampler and a
+:class:`~infworld.memory.base.Memory` strategy. Every chunk of ``n`` frames (Self-Forcing, Huang et
+al. 2025, Algorithm 1 in inference form):
+
+1. ask the memory for extra clean context; if any, run it once through the DiT at t = 0 and keep its
+   keys/values for this chunk ("pinned": every chunk frame sees it);
+2. draw noise (B, n, C, h, w) and integrate the rectified-flow ODE from t = 1 to 0 with the
+   configured sampler; each velocity evaluation attends to [memory context, KV cache, itself];
+3. decode the clean latents to frames;
+4. run the clean chunk once more at t = 0 and append its keys/values to the cache, then evict down to
+   the last ``window - 1`` frames; hand the chunk to the memory.
+
+Attention is block-causal with a sliding window of ``window`` frames (each frame sees itself and the
+``window - 1`` frames before it). With that rule the cached rollout equals a full recompute of the
+whole history with the same window (``use_cache=False``, for tests), evictions included, and the
+cache has a fixed size: memory and time per frame are flat over any number of frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from infworld.config import build_dataclass
+from infworld.diffusion.samplers import SamplerConfig, sample
+from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
+from infworld.memory.base import MEMORY_KIND, Memory
+from infworld.memory.registry import make_memory
+from infworld.models.action import NULL_ACTION, null_like
+from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
+
+
+@dataclass
+class RolloutConfig:
+    """How the engine generates: frames per chunk, sampler, cache on/off (off = full recompute,
+    unbounded, for reference only), cache dtype and the noise seed."""
+
+    chunk: int = 4
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    use_cache: bool = True
+    cache_dtype: str = "float32"
+    seed: int = 0
+
+
+def frames_to_float(frames: Any, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 frames (B, n, H, W, 3) or (n, H, W, 3) -> float (B, n, 3, H, W) in [-1, 1]."""
+    x = torch.as_tensor(np.asarray(frames)) if not torch.is_tensor(frames) else frames
+    if x.dim() == 4:
+        x = x[None]
+    if x.dtype != torch.uint8 or x.dim() != 5 or x.shape[-1] != 3 or tuple(x.shape[2:4]) != tuple(size):
+        raise DataError(f"expected uint8 frames (B, n, {size[0]}, {size[1]}, 3), got "
+                        f"{tuple(x.shape)} {x.dtype}", field="frames")
+    return x.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+
+
+def float_to_frames(x: torch.Tensor) -> np.ndarray:
+    """float (B, n, 3, H, W) in [-1, 1] -> uint8 numpy (B, n, H, W, 3)."""
+    u8 = ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return u8.permute(0, 1, 3, 4, 2).cpu().numpy()
+
+
+class WorldModel:
+    """Batched, streaming, action-conditioned generation with a pluggable memory (module docstring)."""
+
+    def __init__(self, net: torch.nn.Module, memory: Memory | None = None,
+                 config: RolloutConfig | None = None, device: torch.device | str = "cpu"):
+        self.net = net.to(device).eval()
+        self.dit = net.dit
+        self.device = torch.device(device)
+        self.config = cfg = config or RolloutConfig()
+        cfg.sampler.check()
+        dcfg = self.dit.cfg
+        self.memory = memory if memory is not None else make_memory("window", budget=dcfg.max_frames)
+        self.window = self.memory.local_window
+        if not 1 <= self.window <= dcfg.max_frames:
+            raise MemoryConfigError(f"memory {self.memory.name!r}: local window {self.window} frames must be "
+                                    f"in 1..{dcfg.max_frames} (the span the model was trained on, "
+                                    "dit.max_frames)")
+        if not 1 <= cfg.chunk <= dcfg.max_frames:
+            raise ConfigError(f"rollout chunk: expected 1..{dcfg.max_frames} frames, got {cfg.chunk}")
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.batch = 0
+        self.index = 0  # frames committed so far (observed + generated)
+        self.cache: KVCache | None = None
+        self._history: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # use_cache=False only
+        self._prefix: tuple[int, PastKV | None] | None = None  # memory context of the next chunk
+        self._last_pose: torch.Tensor | None = None
+        self.last_latents: torch.Tensor | None = None
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, memory: str | Memory = "window",
+                        memory_cfg: Mapping[str, Any] | None = None, map_location: str = "cpu",
+                        **overrides: Any) -> WorldModel:
+        """Load an exported world model (``infworld export``) by name or path.
+
+        Defaults for the chunk, window and sampler come from the export; ``overrides`` set fields of
+        :class:`RolloutConfig` (``chunk``, ``seed``...) or of its sampler (``steps``, ``name``...).
+        """
+        from infworld.train.export import load_model
+
+        net, meta = load_model(name_or_path, map_location=map_location)
+        if not hasattr(net, "dit") or not hasattr(net, "model_config"):
+            task = meta.get("task", "?") if isinstance(meta, Mapping) else "?"
+            raise CheckpointError(f"{name_or_path}: is a {task!r} model, expected a 'world' model")
+        mc = net.model_config
+        sampler = build_dataclass(SamplerConfig, mc.get("sampler", {}), "model_config.sampler")
+        rollout = RolloutConfig(chunk=int(mc.get("chunk", 4)), sampler=sampler)
+        sampler_keys = {f.name for f in dataclasses.fields(SamplerConfig)}
+        rollout_keys = {f.name for f in dataclasses.fields(RolloutConfig)} - {"sampler"}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in sampler_keys | rollout_keys:
+                raise ConfigError(f"WorldModel.from_pretrained: unknown setting {key!r}; valid: "
+                                  f"{sorted(sampler_keys | rollout_keys)}")
+            setattr(sampler if key in sampler_keys else rollout, key, value)
+        if isinstance(memory, str):
+            settings = dict(memory_cfg or {})
+            settings.setdefault("budget", int(mc.get("window") or net.dit.cfg.max_frames))
+            memory = make_memory(memory, **settings)
+        return cls(net, memory, rollout, device=map_location)
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return tuple(self.net.frame_size)
+
+    def reset(self, context_frames: Any, actions: Mapping[str, Any] | None = None, poses: Any = None) -> None:
+        """Start a rollout from K >= 1 observed frames (B, K, H, W, 3) uint8 (or (K, H, W, 3)).
+
+        ``actions``: the K - 1 transitions between them (B, K-1) per field (None = unknown, null);
+        ``poses``: (B, K, 5) when the memory needs them.
+        """
+        x = frames_to_float(context_frames, self.frame_size)
+        self.batch = x.shape[0]
+        self.index = 0
+        self._history = None
+        self._prefix = None
+        self._last_pose = None
+        self.memory.reset()
+        if self.config.use_cache:
+            n_max = max(self.config.chunk, 1)
+            if self.cache is None or self.cache.batch_size != self.batch:
+                d = self.dit.cfg
+                self.cache = KVCache(KVCacheConfig(d.depth, d.num_heads, d.head_dim, d.tokens_per_frame,
+                                                   capacity=self.window - 1 + n_max,
+                                                   dtype=self.config.cache_dtype), self.batch, self.device)
+            self.cache.reset()
+        k = x.shape[1]
+        acts = self._actions(actions, k - 1) if actions is not None else None
+        per_frame = self._null_actions(k)
+        if acts is not None:
+            for name, a in acts.items():
+                per_frame[name][:, 1:] = a
+        self._observe_latents(self.net.encode(x.to(self.device)), per_frame, poses)
+
+    def observe(self, frames: Any, actions: Mapping[str, Any], poses: Any = None) -> None:
+        """Append n real frames (B, n, H, W, 3) reached by ``actions`` (B, n) (teacher forcing)."""
+        self._require_reset()
+        x = frames_to_float(frames, self.frame_size)
+        self._check_batch(x.shape[0])
+        self._observe_latents(self.net.encode(x.to(self.device)), self._actions(actions, x.shape[1]), poses)
+
+    @torch.no_grad()
+    def step(self, actions: Mapping[str, Any], poses: Any = None, commit: bool = True) -> np.ndarray:
+        """Generate the frames that ``actions`` (B, n) lead to; returns uint8 (B, n, H, W, 3).
+
+        ``n`` may be anything from 1 to ``chunk``. With ``commit=False`` the frames are returned but
+        not added to the context (e.g. to compare against a real frame, then :meth:`observe` it).
+        """
+        self._require_reset()
+        first = next((np.asarray(a) for k, a in actions.items() if k in self.dit.cfg.actions.sizes()), None)
+        n = int(first.shape[-1]) if first is not None and first.ndim else 0
+        if not 1 <= n <= self.config.chunk:
+            raise DataError(f"expected 1..{self.config.chunk} actions per step (the chunk size), got {n}",
+                            field="actions")
+        acts = self._actions(actions, n)
+        latents = self._generate(acts)
+        self.last_latents = latents  # (B, n, C, h, w), for inspection and latent-space metrics
+        frames = float_to_frames(self.net.decode(latents))
+        if commit:
+            self._commit(latents, acts, poses)
+        return frames
+
+    def state_nbytes(self) -> int:
+        """Bytes of rollout state: KV cache + memory (+ the history when the cache is off)."""
+        total = self.memory.nbytes()
+        if self.cache is not None and self.config.use_cache:
+            total += self.cache.nbytes()
+        if self._history is not None:
+            total += self._history[0].numel() * self._history[0].element_size()
+        return total
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _require_reset(self) -> None:
+        if self.batch == 0:
+            raise ConfigError("WorldModel: call reset(context_frames) before step/observe")
+
+    def _check_batch(self, b: int) -> None:
+        if b != self.batch:
+            raise DataError(f"batch size {b} differs from the rollout's {self.batch} (set by reset)")
+
+    def _null_actions(self, n: int) -> dict[str, torch.Tensor]:
+        acfg = self.dit.cfg.actions
+        out = {name: torch.full((self.batch, n), NULL_ACTION, dtype=torch.long, device=self.device)
+               for name in acfg.sizes()}
+        for name, width in acfg.continuous.items():
+            out[name] = torch.full((self.batch, n, width), float("nan"), device=self.device)
+        return out
+
+    def _actions(self, actions: Mapping[str, Any], n: int) -> dict[str, torch.Tensor]:
+        """Check and convert user actions to tensors (B, n[, d]); ids are range-checked by the DiT."""
+        acfg = self.dit.cfg.actions
+        expected = list(acfg.sizes()) + list(acfg.continuous)
+        unknown = sorted(set(actions) - set(expected))
+        if unknown:
+            raise DataError(f"unknown action field(s) {unknown}; the model expects {expected}",
+                            field="actions")
+        out = {}
+        for name in expected:
+            if name not in actions:
+                raise DataError(f"missing action field; the model expects {expected}", field=name)
+            a = torch.as_tensor(np.asarray(actions[name]))
+            cont = name in acfg.continuous
+            a = a.float() if cont else a.long()
+            if a.dim() == (2 if cont else 1) and self.batch == 1:
+                a = a[None]
+            if tuple(a.shape[:2]) != (self.batch, n):
+                raise DataError(f"expected shape ({self.batch}, {n}), got {tuple(a.shape)}", field=name)
+            if not cont and a.numel():
+                hi = acfg.sizes()[name] - 1
+                if int(a.min()) < NULL_ACTION or int(a.max()) > hi:
+                    raise DataError(f"action id out of range: got {int(a.min())}..{int(a.max())}, "
+                                    f"the model knows 0..{hi}", field=name)
+            out[name] = a.to(self.device)
+        return out
+
+    def _poses(self, poses: Any, n: int) -> torch.Tensor | None:
+        if poses is None:
+            if self.memory.needs_poses:
+                raise MemoryConfigError(f"memory {self.memory.name!r} needs poses; pass poses= (B, n, 5)")
+            return None
+        p = torch.as_tensor(np.asarray(poses), dtype=torch.float32)
+        if p.dim() == 2 and self.batch == 1:
+            p = p[None]
+        if tuple(p.shape) != (self.batch, n, 5):
+            raise DataError(f"expected poses ({self.batch}, {n}, 5), got {tuple(p.shape)}", field="poses")
+        return p.to(self.device)
+
+    def _memory_prefix(self, base: int) -> PastKV | None:
+        """Clean keys/values of the memory's context for the chunk at ``self.index`` (once per chunk)."""
+        if self._prefix is not None and self._prefix[0] == self.index:
+            return self._prefix[1]
+        ctx = self.memory.read(self.index, self._last_pose)
+        past = None
+        if ctx is not None and ctx.num_frames:
+            pos = ctx.positions.to(self.device).float() + float(self.index - base)  # (M,)
+            kinds = ctx.kinds if ctx.kinds is not None else torch.full(ctx.latents.shape[:2], MEMORY_KIND)
+            t0 = torch.zeros(ctx.latents.shape[:2], device=self.device)
+            acts = {k: a.to(self.device) for k, a in ctx.actions.items()}
+            _, kv = self.dit(ctx.latents.to(self.device), t0, acts, positions=pos,
+                             kinds=kinds.to(self.device), return_kv=True)
+            past = PastKV([k for k, _ in kv], [v for _, v in kv], pos, torch.ones_like(pos, dtype=torch.bool))
+        self._prefix = (self.index, past)
+        return past
+
+    def _base(self) -> int:
+        """Frame index that gets position 0: the oldest frame any query of the next chunk may see."""
+        return self.index - len(self.cache) if self.config.use_cache else 0
+
+    def _context(self) -> tuple[int, PastKV | None]:
+        base = self._base()
+        prefix = self._memory_prefix(base)
+        if not self.config.use_cache:
+            return base, prefix
+        cached = self.cache.past(base)
+        return base, (prefix.cat(cached) if prefix is not None else cached)
+
+    def _velocity(self, acts: dict[str, torch.Tensor], n: int):
+        """velocity_fn(x, t) for the next chunk, attending to the context (cached or recomputed)."""
+        base, past = self._context()
+        pos = torch.arange(self.index, self.index + n, device=self.device).float() - base  # (n,)
+        hist = self._history
+
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            tt = t.reshape(1, 1).expand(self.batch, n).to(x.dtype)  # (B, n): one level for the chunk
+            if hist is None:
+                return self.dit(x, tt, acts, positions=pos, past=past, window=self.window)
+            # Reference path: recompute the whole history (clean, t = 0) followed by the chunk.
+            h_lat, h_act = hist
+            full = torch.cat([h_lat, x], dim=1)
+            t_full = torch.cat([torch.zeros(h_lat.shape[:2], device=x.device), tt], dim=1)
+            a_full = {k: torch.cat([h_act[k], acts[k]], dim=1) for k in acts}
+            p_full = torch.arange(full.shape[1], device=x.device).float()
+            return self.dit(full, t_full, a_full, positions=p_full, past=past, window=self.window)[:, -n:]
+
+        return fn
+
+    def _generate(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = next(iter(acts.values())).shape[1]
+        d = self.dit.cfg
+        noise = torch.randn((self.batch, n, d.in_channels, *d.latent_size), generator=self.generator)
+        cond = self._velocity(acts, n)
+        uncond = self._velocity(null_like(acts), n) if self.config.sampler.cfg_scale != 1.0 else None
+        return sample(self.config.sampler, cond, noise.to(self.device), uncond, self.generator)
+
+    @torch.no_grad()
+    def _observe_latents(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], poses: Any) -> None:
+        n_max = self.config.chunk
+        p = self._poses(poses, latents.shape[1])
+        for lo in range(0, latents.shape[1], n_max):
+            hi = min(lo + n_max, latents.shape[1])
+            self._commit(latents[:, lo:hi], {k: a[:, lo:hi] for k, a in acts.items()},
+                         p[:, lo:hi] if p is not None else None, checked=True)
+
+    @torch.no_grad()
+    def _commit(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], poses: Any,
+                checked: bool = False) -> None:
+        """Add clean frames to the context: cache their t = 0 keys/values (or the history), then memory."""
+        n = latents.shape[1]
+        p = poses if checked else self._poses(poses, n)
+        if self.config.use_cache:
+            base, past = self._context()
+            pos = torch.arange(self.index, self.index + n, device=self.device).float() - base
+            t0 = torch.zeros(self.batch, n, device=self.device)
+            _, kv = self.dit(latents, t0, acts, positions=pos, past=past, window=self.window, return_kv=True)
+            self.cache.append(kv, range(self.index, self.index + n))
+            self.cache.evict(self.window - 1)
+        elif self._history is None:
+            self._history = (latents, dict(acts))
+        else:
+            h_lat, h_act = self._history
+            acts_all = {k: torch.cat([h_act[k], acts[k]], 1) for k in acts}
+            self._history = (torch.cat([h_lat, latents], 1), acts_all)
+        self.memory.write(latents, acts, p, self.index)
+        if p is not None:
+            self._last_pose = p[:, -1]
+        self.index += n
+        self._prefix = None
