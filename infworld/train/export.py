@@ -93,6 +93,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, weights: str = "e
     tmp = out / f".{WEIGHTS}.tmp"
     try:
         save_model(model, str(tmp), metadata={"format": FORMAT, "task": recipe.task}, force_contiguous=True)
+        umask = os.umask(0)  # safetensors writes 0600; exports are meant to be shared
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out / WEIGHTS)
     finally:
         if tmp.exists():
