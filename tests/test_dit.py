@@ -12,15 +12,6 @@ from infworld.models.kvcache import PastKV
 from infworld.models.rope import Rope3D, apply_rotary, axis_split
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from intra-op threads (and idle-spinning workers slow a shared CPU).
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def tiny_config(**kw) -> DiTConfig:
     base = dict(
         in_channels=4,

@@ -30,16 +30,6 @@ from infworld.errors import ConfigError
 from infworld.models.action import NULL_ACTION
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine idle-spinning
-    # OpenMP workers make them 10x slower; restore the setting for other test modules.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def test_interpolation_endpoints_and_estimates():
     x0, eps = torch.randn(2, 3, 4, 2, 2), torch.randn(2, 3, 4, 2, 2)
     t = torch.rand(2, 3)

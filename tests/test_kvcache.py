@@ -16,15 +16,6 @@ from infworld.train.tasks.world import PixelTokenizer, WorldNet
 from infworld.world import RolloutConfig, WorldModel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from intra-op threads (and idle-spinning workers slow a shared CPU).
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def kv(frames: int, value: float, cfg: KVCacheConfig, batch: int = 2):
     shape = (batch, cfg.num_heads, frames * cfg.tokens_per_frame, cfg.head_dim)
     return [

@@ -5,54 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import make_dataset
 
-from infworld.data.episode import DatasetMeta, Episode, episode_path, write_episode, write_meta
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
 from infworld.memory.base import Memory, MemoryContext
 from infworld.memory.registry import make_memory, memory_names, register_memory
 from infworld.train.recipe import load_recipe
 from infworld.train.tasks.world import PixelTokenizer, WorldNet, WorldTask
 from infworld.world import RolloutConfig, WorldModel
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from intra-op threads (and idle-spinning workers slow a shared CPU).
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-def make_dataset(
-    root, episodes: int = 3, length: int = 24, size: int = 32, vocab=("none", "use"), seed: int = 0
-):
-    """A square that the move actions push around a checkerboard: frames follow the actions."""
-    rng = np.random.default_rng(seed)
-    write_meta(root, DatasetMeta(env="synthetic", size=(size, size), interact_vocab=list(vocab)))
-    yy, xx = np.mgrid[:size, :size]
-    board = ((xx // 4 + yy // 4) % 2 * 60 + 40).astype(np.uint8)
-    for e in range(episodes):
-        move = rng.integers(0, 9, length - 1)
-        x = y = size // 2
-        frames, pose = [], []
-        for t in range(length):
-            if t:
-                y = int(np.clip(y - 2 * (move[t - 1] // 3 - 1), 4, size - 5))
-                x = int(np.clip(x + 2 * (move[t - 1] % 3 - 1), 4, size - 5))
-            img = np.repeat(board[..., None], 3, axis=-1)
-            img[y - 3 : y + 3, x - 3 : x + 3] = (230, 80, 40)
-            frames.append(img)
-            pose.append([x, y, 0.0, 0.0, 0.0])
-        ep = Episode(
-            np.stack(frames),
-            move,
-            rng.integers(0, 10, length - 1),
-            rng.integers(0, len(vocab), length - 1),
-            pose=np.asarray(pose, np.float32),
-        )
-        write_episode(episode_path(root, e), ep)
-    return root
 
 
 @pytest.fixture(scope="module")
