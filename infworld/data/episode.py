@@ -46,7 +46,7 @@ class DatasetMeta:
     scenario: str | None = None
     policy: str | None = None
     frame_skip: int = 1
-    fps: float = 35.0
+    fps: float = 35.0  # environment clock (ticks/s); frames advance at fps / frame_skip per second
     button_names: list[str] = field(default_factory=list)
     has_pose: bool = True
     has_depth: bool = False
