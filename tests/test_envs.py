@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from infworld.data.action_schema import encode_move, encode_view
-from infworld.envs.base import NOOP, Command, EnvSpec, Observation, wrap_deg
+from infworld.data.pose_motion import wrap_deg
+from infworld.envs.base import NOOP, Command, EnvSpec, Observation
 from infworld.errors import EnvError
 
 pytest.importorskip("vizdoom")

@@ -15,6 +15,13 @@ from infworld.cli import main
 from infworld.cli.rollout import action_schedule, parse_episode
 
 
+def train_and_export(recipe: str, data, run, model, *overrides: str) -> None:
+    """`infworld train` a tiny recipe on ``data`` and `infworld export` it; both must succeed."""
+    assert main(["train", "--recipe", recipe, "--set", f"data.root={data}", *overrides,
+                 "--out", str(run), "--no-progress"]) == 0
+    assert main(["export", str(run), "--out", str(model)]) == 0
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A dataset, a trained + exported tiny world model, and a tiny tokenizer export."""
@@ -23,42 +30,9 @@ def setup(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         data = make_dataset(base / "data")
-        assert (
-            main(
-                [
-                    "train",
-                    "--recipe",
-                    "tiny-test-world",
-                    "--set",
-                    f"data.root={data}",
-                    "train.steps=6",
-                    "--out",
-                    str(base / "run"),
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
-        assert main(["export", str(base / "run"), "--out", str(base / "model")]) == 0
-        assert (
-            main(
-                [
-                    "train",
-                    "--recipe",
-                    "tiny-test-tokenizer",
-                    "--set",
-                    f"data.root={data}",
-                    "train.steps=3",
-                    "train.eval_every=0",
-                    "train.ckpt_every=0",
-                    "--out",
-                    str(base / "tok_run"),
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
-        assert main(["export", str(base / "tok_run"), "--out", str(base / "tok")]) == 0
+        train_and_export("tiny-test-world", data, base / "run", base / "model", "train.steps=6")
+        train_and_export("tiny-test-tokenizer", data, base / "tok_run", base / "tok",
+                         "train.steps=3", "train.eval_every=0", "train.ckpt_every=0")
     finally:
         torch.set_num_threads(prev)
     return {"base": base, "data": data, "model": base / "model", "tok": base / "tok"}
@@ -106,25 +80,9 @@ def test_rollout_end_to_end_past_the_episode_end(setup, tmp_path):
 
 
 def test_world_model_on_a_trained_tokenizer(setup, tmp_path):
-    run, model = tmp_path / "run", tmp_path / "model"
-    assert (
-        main(
-            [
-                "train",
-                "--recipe",
-                "tiny-test-world",
-                "--set",
-                f"data.root={setup['data']}",
-                "train.steps=2",
-                f"model.tokenizer={setup['tok']}",
-                "--out",
-                str(run),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    assert main(["export", str(run), "--out", str(model)]) == 0
+    model = tmp_path / "model"
+    train_and_export("tiny-test-world", setup["data"], tmp_path / "run", model,
+                     "train.steps=2", f"model.tokenizer={setup['tok']}")
     cfg = json.loads((model / "config.json").read_text())["model_config"]
     assert (
         cfg["tokenizer"]["task"] == "tokenizer" and cfg["dit"]["in_channels"] == 4

@@ -124,15 +124,20 @@ class Episode:
 # atomic writes
 
 
+def make_shareable(path: str | os.PathLike) -> None:
+    """Give a temp file the usual permissions (0666 less the umask): mkstemp and safetensors
+    create 0600 files, which would make datasets and exports private to their writer."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: str | os.PathLike, writer) -> None:
     """Call ``writer(fileobj)`` on a hidden temp file beside ``path``, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates 0600 files; give the result the usual permissions (0666 less the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    make_shareable(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)

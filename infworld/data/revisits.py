@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from infworld.data.pose_motion import wrap_deg
 from infworld.errors import ConfigError, DataError
 
 # Work on (rows x candidates) blocks of at most this many pairs so memory stays ~tens of MB even
@@ -95,7 +96,7 @@ def find_revisits(
         d2 = ((xy[a:b, None, :] - xy[None, :n_cand, :]) ** 2).sum(-1)  # (R, S)
         ok &= d2 <= dist2
         if use_angle:
-            dyaw = np.abs((yaw[a:b, None] - yaw[None, :n_cand] + 180.0) % 360.0 - 180.0)  # (R, S)
+            dyaw = np.abs(wrap_deg(yaw[a:b, None] - yaw[None, :n_cand]))  # (R, S)
             ok &= dyaw <= angle_deg
         hit = ok.any(axis=1)  # (R,)
         if not hit.any():

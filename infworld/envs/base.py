@@ -163,9 +163,3 @@ class Env(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def wrap_deg(angle: float | np.ndarray) -> float | np.ndarray:
-    """Wrap degrees to [-180, 180)."""
-    return (np.asarray(angle) + 180.0) % 360.0 - 180.0 if isinstance(angle, np.ndarray) \
-        else (float(angle) + 180.0) % 360.0 - 180.0

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infworld.envs.base import NOOP, Command, EnvSpec, Observation, wrap_deg
+from infworld.data.pose_motion import wrap_deg
+from infworld.envs.base import NOOP, Command, EnvSpec, Observation
 from infworld.errors import EnvError
 
 # Grid headings (degrees CCW from +x, like the Crafter pose yaw) -> the command that walks that way.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from infworld.envs.base import NOOP, Command, EnvSpec, Observation, wrap_deg
+from infworld.data.pose_motion import wrap_deg
+from infworld.envs.base import NOOP, Command, EnvSpec, Observation
 from infworld.envs.policies import _HEADING_CMDS, _SEGMENTS, ExplorePolicy, PolicyConfig
 
 

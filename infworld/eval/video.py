@@ -14,6 +14,7 @@ from types import TracebackType
 
 import numpy as np
 
+from infworld.data.episode import make_shareable
 from infworld.errors import DataError
 
 PSNR_CAP_DB = 100.0  # identical frames (MSE 0) are reported as this, so results stay finite JSON
@@ -67,10 +68,7 @@ class VideoWriter:
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".tmp.mp4",
                                          dir=self.path.parent)
         os.close(fd)
-        # mkstemp creates 0600 files; give the video the usual permissions (0666 less the umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)
+        make_shareable(self._tmp)
         self._writer = imageio.get_writer(self._tmp, format="FFMPEG", fps=self.fps, codec="libx264",
                                           quality=8, macro_block_size=1, pixelformat="yuv420p")
         return self

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from infworld.data.episode import atomic_write_json
+from infworld.data.episode import atomic_write_json, make_shareable
 from infworld.errors import CheckpointError, ConfigError
 from infworld.train import checkpoint as ckpt
 from infworld.train.recipe import recipe_from_dict, repo_root
@@ -93,9 +93,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, weights: str = "e
     tmp = out / f".{WEIGHTS}.tmp"
     try:
         save_model(model, str(tmp), metadata={"format": FORMAT, "task": recipe.task}, force_contiguous=True)
-        umask = os.umask(0)  # safetensors writes 0600; exports are meant to be shared
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        make_shareable(tmp)
         os.replace(tmp, out / WEIGHTS)
     finally:
         if tmp.exists():
