@@ -33,7 +33,8 @@ import torch
 from infworld.config import build_dataclass
 from infworld.diffusion.samplers import SamplerConfig, sample
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
-from infworld.memory.base import MEMORY_KIND, Memory
+from infworld.memory.base import Memory, MemoryContext
+from infworld.memory.context import memory_past
 from infworld.memory.registry import make_memory
 from infworld.models.action import NULL_ACTION, null_like
 from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
@@ -68,6 +69,16 @@ def float_to_frames(x: torch.Tensor) -> np.ndarray:
     return u8.permute(0, 1, 3, 4, 2).cpu().numpy()
 
 
+def _init_params(memory: str) -> set[str]:
+    """Keyword settings the memory strategy ``memory`` accepts (empty if unknown; make_memory raises)."""
+    import inspect
+
+    from infworld.memory.registry import memory_class
+
+    cls = memory_class(memory)
+    return set(inspect.signature(cls.__init__).parameters) if cls is not None else set()
+
+
 class WorldModel:
     """Batched, streaming, action-conditioned generation with a pluggable memory (module docstring)."""
 
@@ -85,6 +96,14 @@ class WorldModel:
             raise MemoryConfigError(f"memory {self.memory.name!r}: local window {self.window} frames must be "
                                     f"in 1..{dcfg.max_frames} (the span the model was trained on, "
                                     "dit.max_frames)")
+        slots = getattr(net, "model_config", {}).get("memory_slots")
+        if slots is not None and self.memory.max_context() > int(slots):
+            raise MemoryConfigError(f"memory {self.memory.name!r}: returns up to {self.memory.max_context()} "
+                                    f"context frames, but the model was trained with {slots} memory slots "
+                                    "(model_config.memory_slots); lower its budget")
+        modules = getattr(net, "memory_modules", None)
+        if modules is not None and self.memory.name in modules:
+            self.memory.attach(modules[self.memory.name])
         if not 1 <= cfg.chunk <= dcfg.max_frames:
             raise ConfigError(f"rollout chunk: expected 1..{dcfg.max_frames} frames, got {cfg.chunk}")
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -95,6 +114,7 @@ class WorldModel:
         self._prefix: tuple[int, PastKV | None] | None = None  # memory context of the next chunk
         self._last_pose: torch.Tensor | None = None
         self.last_latents: torch.Tensor | None = None
+        self.last_context: MemoryContext | None = None  # what the memory returned for the last chunk
 
     # -- construction ----------------------------------------------------------------------
 
@@ -126,8 +146,12 @@ class WorldModel:
                                   f"{sorted(sampler_keys | rollout_keys)}")
             setattr(sampler if key in sampler_keys else rollout, key, value)
         if isinstance(memory, str):
-            settings = dict(memory_cfg or {})
-            settings.setdefault("budget", int(mc.get("window") or net.dit.cfg.max_frames))
+            settings = dict(mc.get("memory", {}).get(memory, {}))  # the settings it was trained with
+            settings.update(memory_cfg or {})
+            if memory == "window":
+                settings.setdefault("budget", int(mc.get("window") or net.dit.cfg.max_frames))
+            if "local_window" in _init_params(memory):
+                settings.setdefault("local_window", int(mc.get("window") or net.dit.cfg.max_frames))
             memory = make_memory(memory, **settings)
         return cls(net, memory, rollout, device=map_location)
 
@@ -265,15 +289,10 @@ class WorldModel:
         if self._prefix is not None and self._prefix[0] == self.index:
             return self._prefix[1]
         ctx = self.memory.read(self.index, self._last_pose)
+        self.last_context = ctx
         past = None
         if ctx is not None and ctx.num_frames:
-            pos = ctx.positions.to(self.device).float() + float(self.index - base)  # (M,)
-            kinds = ctx.kinds if ctx.kinds is not None else torch.full(ctx.latents.shape[:2], MEMORY_KIND)
-            t0 = torch.zeros(ctx.latents.shape[:2], device=self.device)
-            acts = {k: a.to(self.device) for k, a in ctx.actions.items()}
-            _, kv = self.dit(ctx.latents.to(self.device), t0, acts, positions=pos,
-                             kinds=kinds.to(self.device), return_kv=True)
-            past = PastKV([k for k, _ in kv], [v for _, v in kv], pos, torch.ones_like(pos, dtype=torch.bool))
+            past = memory_past(self.dit, ctx.to(self.device), self._last_pose, shift=float(self.index - base))
         self._prefix = (self.index, past)
         return past
 

@@ -29,7 +29,19 @@ from torch import nn
 
 from infworld.errors import MemoryConfigError
 
-MEMORY_KIND = 1  # frame-kind id of memory latents in the DiT (0 = ordinary frame)
+MEMORY_KIND = 1  # frame-kind id of retrieved memory frames in the DiT (0 = ordinary frame)
+COMPRESSED_KIND = 2  # frame-kind id of compressed memory latents (HPMC)
+
+
+def slot_positions(num: int, local_window: int) -> torch.Tensor:
+    """Time positions (num,) for ``num`` memory frames, relative to the next chunk's first frame.
+
+    Memory frames sit in consecutive slots just before the local window, oldest first:
+    ``-(local_window - 1) - num .. -(local_window - 1) - 1``. Their true age (which may be thousands
+    of frames) is deliberately not encoded, so positions stay in the range the DiT was trained on
+    whatever the rollout length. Training uses the same layout (memory right before the clip).
+    """
+    return torch.arange(num, dtype=torch.float32) - float(num + max(local_window - 1, 0))
 
 
 @dataclass
@@ -41,16 +53,34 @@ class MemoryContext:
     positions: (M,) time positions relative to the first frame of the next chunk (-1 = the frame
                just before it); need not be integers (a compressed latent can sit between frames).
     kinds:     (B, M) frame kinds, default all MEMORY_KIND.
+    poses:     (B, M, 5) camera poses (x, y, z, yaw, pitch) the frames were seen from, NaN where
+               unknown or withheld (a pose-free strategy passes None). The DiT sees them relative to
+               the current camera (context.pose_features), as VRAG conditions on the global state.
+    valid:     (B, M) bool; False marks padding (batch rows that hold fewer frames), never attended.
+    sources:   (B, M) int64 rollout frame index each entry came from (-1 = a compressed summary),
+               for display and tests ("which past frames is it reading").
     """
 
     latents: torch.Tensor
     actions: dict[str, torch.Tensor]
     positions: torch.Tensor
     kinds: torch.Tensor | None = None
+    poses: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+    sources: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
         return int(self.latents.shape[1])
+
+    def to(self, device: torch.device | str) -> MemoryContext:
+        """A copy on ``device`` (tensors moved, nothing else changed)."""
+        def mv(x):
+            return x.to(device) if torch.is_tensor(x) else x
+
+        return MemoryContext(mv(self.latents), {k: mv(a) for k, a in self.actions.items()},
+                             mv(self.positions), mv(self.kinds), mv(self.poses), mv(self.valid),
+                             mv(self.sources))
 
 
 class Memory(ABC):
@@ -78,6 +108,21 @@ class Memory(ABC):
         """Learned parts (e.g. HPMC's compressor) to train jointly with the DiT, or None."""
         return None
 
+    @classmethod
+    def build_module(cls, settings: dict, latent_shape: tuple[int, int, int]) -> nn.Module | None:
+        """A fresh learned part for training (None for strategies without one). ``settings`` are the
+        strategy's keyword settings from the recipe; ``latent_shape`` is (C, h, w)."""
+        return None
+
+    def attach(self, module: nn.Module | None) -> None:
+        """Use the trained learned part ``module`` (from an exported world model, or the one being
+        trained). Strategies without learned parts ignore it."""
+        return None
+
+    def max_context(self) -> int:
+        """Most frames :meth:`read` can ever return (the DiT must be trained for this many)."""
+        return 0
+
     @abstractmethod
     def reset(self) -> None:
         """Forget everything (a new rollout starts)."""
@@ -91,7 +136,13 @@ class Memory(ABC):
     @abstractmethod
     def read(self, next_index: int, pose: torch.Tensor | None = None) -> MemoryContext | None:
         """Extra clean context for the chunk starting at frame ``next_index`` (None = nothing beyond
-        the local window). ``pose`` (B, 5) is the latest known pose, for pose-based retrieval."""
+        the local window). ``pose`` (B, 5) is the latest known pose, for pose-based retrieval.
+
+        The engine's KV cache holds frames ``next_index - (local_window - 1) ..`` so a strategy
+        returns context built from the frames before that (the cache and the memory together cover
+        the history). Positions come from :func:`slot_positions`. Training calls this with
+        ``next_index = H + local_window - 1`` after writing H history frames, so the history is
+        exactly what lies outside the training clip."""
 
     @abstractmethod
     def nbytes(self) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from infworld.errors import MemoryConfigError
 from infworld.memory.base import Memory
 
-_BUILTIN = ("window", "full", "hpmc", "kvmemory", "retrieval")
+_BUILTIN = ("window", "full", "hpmc", "kvmemory", "vrag")
 _REGISTRY: dict[str, type[Memory]] = {}
 _loaded = False
 
@@ -44,6 +44,12 @@ def _load_builtin() -> None:
 def memory_names() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def memory_class(name: str) -> type[Memory] | None:
+    """The class registered as ``name`` (None if unknown)."""
+    _load_builtin()
+    return _REGISTRY.get(name)
 
 
 def make_memory(name: str, **cfg: Any) -> Memory:

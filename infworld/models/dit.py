@@ -58,6 +58,8 @@ class DiTConfig:
     num_frame_kinds: int = 2
     qk_norm: bool = True
     grad_checkpointing: bool = False
+    pose_dim: int = 0  # width of per-frame relative-pose conditioning (memory/context.py); 0 = none
+    pose_scale: float = 256.0  # environment units per pose-feature unit (ViZDoom: ~ a room)
     actions: ActionConfig = field(default_factory=ActionConfig)
 
     @property
@@ -85,6 +87,9 @@ class DiTConfig:
         if self.max_frames < 1:
             raise ConfigError(f"dit.max_frames: {self.max_frames} is unresolved; expected >= 1 "
                               "(the clip length)")
+        if self.pose_dim < 0 or self.pose_scale <= 0:
+            raise ConfigError(f"dit.pose_dim/pose_scale: expected >= 0 / > 0, got {self.pose_dim}/"
+                              f"{self.pose_scale}")
         for name in ("depth", "num_frame_kinds", "freq_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"dit.{name}: expected >= 1, got {getattr(self, name)}")
@@ -195,6 +200,9 @@ class DiT(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(cfg.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.action_embed = ActionEncoder(cfg.actions, d)
         self.kind_embed = nn.Embedding(cfg.num_frame_kinds, d)
+        # Relative camera pose of memory frames (VRAG-style state conditioning); zero-init so a
+        # model finetuned from a pose-free one starts unchanged.
+        self.pose_embed = nn.Linear(cfg.pose_dim, d) if cfg.pose_dim else None
         self.mod_proj = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))  # shared by all blocks
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.rope = Rope3D(cfg.head_dim, cfg.rope_theta)
@@ -212,7 +220,9 @@ class DiT(nn.Module):
         for lin in (self.time_embed[0], self.time_embed[2]):
             nn.init.normal_(lin.weight, std=0.02)
         # adaLN-zero: modulation and output start at zero.
-        for lin in (self.mod_proj[1], self.head_mod[1], self.head):
+        zero = [self.mod_proj[1], self.head_mod[1], self.head]
+        zero += [self.pose_embed] if self.pose_embed is not None else []
+        for lin in zero:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
@@ -230,17 +240,34 @@ class DiT(nn.Module):
         x = x.reshape(b, f, gh, gw, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, F, C, gh, p, gw, p)
         return x.reshape(b, f, c, gh * p, gw * p)
 
+    @staticmethod
+    def _key_validity(b: int, f: int, past: PastKV | None, key_valid: torch.Tensor | None,
+                      dev: torch.device) -> torch.Tensor | None:
+        """(B, P + F) key validity over [past, current] frames, or None when every key is valid."""
+        pv = past.valid if past is not None else None
+        if pv is None and key_valid is None:
+            return None
+        p = past.num_frames if past is not None else 0
+        ones = torch.ones(b, p + f, dtype=torch.bool, device=dev)
+        parts = [pv.to(dev) if pv is not None else ones[:, :p],
+                 key_valid.to(dev) if key_valid is not None else ones[:, p:]]
+        return torch.cat(parts, dim=1)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, actions: Mapping[str, torch.Tensor],
                 positions: torch.Tensor | None = None, kinds: torch.Tensor | None = None,
-                past: PastKV | None = None, window: int | None = None, return_kv: bool = False):
+                past: PastKV | None = None, window: int | None = None, return_kv: bool = False,
+                poses: torch.Tensor | None = None, key_valid: torch.Tensor | None = None):
         """Predict the velocity of every frame.
 
         x: (B, F, C, h, w) latents at noise levels t: (B, F) in [0, 1] (0 = clean).
         actions: per-frame fields (B, F) ids / (B, F, d) values, the action leading INTO each frame.
         positions: (F,) time positions (default 0..F-1), on the same axis as ``past.positions``.
         kinds: (B, F) frame kinds (default 0). past: cached clean context. window: attention window
-        in frames (None = all earlier frames). Returns v (B, F, C, h, w), plus with ``return_kv`` the
-        new un-rotated keys/values per layer [(k, v)], each (B, H, F*N, hd).
+        in frames (None = all earlier frames). poses: (B, F, pose_dim) relative pose features, NaN
+        rows = none (only with ``cfg.pose_dim``). key_valid: (B, F) False = padding frame that no
+        other frame attends to (``past.valid`` does the same for cached frames). Returns v
+        (B, F, C, h, w), plus with ``return_kv`` the new un-rotated keys/values per layer [(k, v)],
+        each (B, H, F*N, hd).
         """
         cfg = self.cfg
         b, f, c, h, w = x.shape
@@ -259,6 +286,9 @@ class DiT(nn.Module):
         # Per-frame conditioning vector (B, F, D) and the shared modulation (B, F, 6, D).
         cond = self.time_embed(timestep_embedding(t, cfg.freq_dim))
         cond = cond + self.action_embed(actions, b, f) + self.kind_embed(kinds)
+        if poses is not None and self.pose_embed is not None:
+            known = ~torch.isnan(poses).any(-1, keepdim=True)  # (B, F, 1)
+            cond = cond + self.pose_embed(torch.nan_to_num(poses).to(cond.dtype)) * known
         mod = self.mod_proj(cond).view(b, f, 6, cfg.dim)
 
         # Rotary tables and the token mask over [past frames, current frames].
@@ -270,9 +300,16 @@ class DiT(nn.Module):
             k_pos, k_pin = pos, None
         cos, sin = self.rope.cos_sin(k_pos, cfg.grid)  # (Fk*N, hd/2)
         fmask = frame_mask(pos, k_pos, window, k_pin)  # (F, Fk)
+        fk = k_pos.shape[0]
         mask = None
-        if not bool(fmask.all()):
-            mask = fmask[:, None, :, None].expand(f, n, k_pos.shape[0], n).reshape(f * n, k_pos.shape[0] * n)
+        kv_valid = self._key_validity(b, f, past, key_valid, dev)  # (B, Fk) or None
+        if kv_valid is not None:
+            own = torch.zeros(f, fk, dtype=torch.bool, device=dev)
+            own[torch.arange(f), torch.arange(fk - f, fk)] = True  # a frame always sees itself (no NaN rows)
+            bmask = fmask[None] & (kv_valid[:, None, :] | own[None])  # (B, F, Fk)
+            mask = bmask[:, None, :, None, :, None].expand(b, 1, f, n, fk, n).reshape(b, 1, f * n, fk * n)
+        elif not bool(fmask.all()):
+            mask = fmask[:, None, :, None].expand(f, n, fk, n).reshape(f * n, fk * n)
 
         tokens = self.patch_embed(self.patchify(x))  # (B, F, N, D)
         new_kv = []

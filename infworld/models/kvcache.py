@@ -35,12 +35,15 @@ class PastKV:
     positions:   (P,) frame positions on the same time axis as the current frames' positions.
     pinned:      (P,) bool, visible to every query frame whatever the attention window (memory
                  context); unpinned frames follow the block-causal window rule.
+    valid:       (B, P) bool or None (all valid): False marks padding frames of some batch rows
+                 (memory rows holding fewer frames than others), which no query attends to.
     """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     positions: torch.Tensor
     pinned: torch.Tensor
+    valid: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -50,11 +53,19 @@ class PastKV:
         """This context followed by ``other`` (per layer along the token axis)."""
         if other is None:
             return self
+        valid = None
+        if self.valid is not None or other.valid is not None:
+            b = self.keys[0].shape[0]
+            parts = [p.valid if p.valid is not None else
+                     torch.ones(b, p.num_frames, dtype=torch.bool, device=p.positions.device)
+                     for p in (self, other)]
+            valid = torch.cat([parts[0], parts[1].to(parts[0].device)], dim=1)
         return PastKV(
             keys=[torch.cat([a, b], dim=2) for a, b in zip(self.keys, other.keys, strict=True)],
             values=[torch.cat([a, b], dim=2) for a, b in zip(self.values, other.values, strict=True)],
             positions=torch.cat([self.positions, other.positions]),
-            pinned=torch.cat([self.pinned, other.pinned]),
+            pinned=torch.cat([self.pinned, other.pinned.to(self.pinned.device)]),
+            valid=valid,
         )
 
 

@@ -33,7 +33,17 @@ from infworld.diffusion.samplers import SamplerConfig
 from infworld.errors import CheckpointError, ConfigError, InfWorldError
 from infworld.models.action import frame_actions
 from infworld.models.dit import DiT, DiTConfig
+from infworld.train.latent_cache import LatentCache
 from infworld.train.task import get_task, register_task
+from infworld.train.tasks.memory_train import (
+    MemoryTrainConfig,
+    build_memories,
+    build_modules,
+    max_slots,
+    pick_strategy,
+    strategy_settings,
+    training_context,
+)
 
 PIXELS_PREFIX = "pixels:"
 ACTION_KEYS = ("move", "view", "interact")
@@ -45,7 +55,9 @@ class WorldConfig:
     the tokenizer, ``dit.actions.num_interact`` from the dataset, ``dit.max_frames`` from
     ``data.clip_len``, ``window`` (inference attention window) from ``dit.max_frames``,
     ``eval_context`` (real frames before the first predicted one) from ``clip_len // 2``.
-    ``latent_cache_mb``: see :class:`LatentCache`."""
+    ``latent_cache_mb``: see :class:`LatentCache`. ``memory``: train with memory context
+    (memory_train.py); then ``data.clip_len = memory.history + L`` and ``dit.max_frames`` defaults
+    to L, the training window."""
 
     tokenizer: str = "pixels:8"
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -57,6 +69,8 @@ class WorldConfig:
     eval_context: int = 0
     grad_checkpointing: bool = False
     latent_cache_mb: int = 1024  # float16 latents of seen training frames kept in RAM; 0 = off
+    init_from: str = ""  # exported world model to finetune from (train/finetune.py)
+    memory: MemoryTrainConfig = field(default_factory=MemoryTrainConfig)
 
 
 class PixelTokenizer(nn.Module):
@@ -88,16 +102,25 @@ class WorldNet(nn.Module):
     """Frozen tokenizer + trainable DiT; ``forward`` is the DiT (so DDP wraps the right thing)."""
 
     def __init__(self, dit: DiT, tokenizer: nn.Module, frame_size: tuple[int, int],
-                 model_config: dict[str, Any]):
+                 model_config: dict[str, Any], memory_modules: nn.ModuleDict | None = None):
         super().__init__()
         self.dit = dit
+        # learned memory parts by strategy name (HPMC's compressor), trained jointly with the DiT
+        self.memory_modules = memory_modules if memory_modules is not None else nn.ModuleDict()
         self.tokenizer = tokenizer.eval()
         for p in self.tokenizer.parameters():
             p.requires_grad_(False)
         self.frame_size = tuple(frame_size)
         self.model_config = model_config  # export_config(): rebuilds this module
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, actions: dict[str, torch.Tensor], **kw: Any):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, actions: dict[str, torch.Tensor],
+                memory: Any = None, ref_pose: torch.Tensor | None = None, **kw: Any):
+        """The DiT; with ``memory`` (a MemoryContext) its frames are first run at t = 0 and pinned as
+        context (memory/context.py), inside this one call so DDP sees a single forward."""
+        if memory is not None:
+            from infworld.memory.context import memory_past
+
+            kw["past"] = memory_past(self.dit, memory, ref_pose)
         return self.dit(x, t, actions, **kw)
 
     def no_weight_decay(self) -> set[str]:
@@ -168,65 +191,6 @@ def build_tokenizer(embed: dict[str, Any], frame_size: tuple[int, int]) -> nn.Mo
     return task_cls.build_inference_model(embed["model_config"])
 
 
-class LatentCache:
-    """Tokenizer latents of dataset frames, each frame encoded once and kept in float16 on the CPU.
-
-    The tokenizer is frozen, so re-encoding the same frames every step (as costly as the DiT step
-    itself at CPU scale) is wasted work. Clips carry their ``episode`` and ``start``; per episode we
-    keep a (T, C, h, w) latent array and a filled mask. Episodes stop being added once ``budget``
-    bytes are used (their clips are then encoded every time).
-    """
-
-    def __init__(self, root: str, latent_shape: tuple[int, int, int], budget_bytes: int):
-        from infworld.data.episode import list_episodes
-
-        self.paths = list_episodes(root)
-        self.latent_shape = tuple(latent_shape)
-        self.budget = budget_bytes
-        self.used = 0
-        self.store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _entry(self, episode: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        from infworld.data.stats import episode_length
-
-        if episode not in self.store:
-            if not 0 <= episode < len(self.paths):
-                return None
-            t = episode_length(self.paths[episode])
-            size = t * int(np.prod(self.latent_shape)) * 2
-            if self.used + size > self.budget:
-                return None
-            self.store[episode] = (torch.zeros(t, *self.latent_shape, dtype=torch.float16),
-                                   torch.zeros(t, dtype=torch.bool))
-            self.used += size
-        return self.store[episode]
-
-    def latents(self, net: WorldNet, frames: torch.Tensor, episodes: torch.Tensor, starts: torch.Tensor
-                ) -> torch.Tensor:
-        """Latents (B, L, C, h, w) of clip frames (B, L, 3, H, W) starting at ``starts`` (B,); float32
-        holding float16-rounded values whether they came from the cache or not."""
-        b, n = frames.shape[:2]
-        entries = [self._entry(int(e)) for e in episodes.tolist()]
-        idx = [torch.arange(int(s), int(s) + n) for s in starts.tolist()]
-        missing = torch.stack([~e[1][i] if e is not None else torch.ones(n, dtype=torch.bool)
-                               for e, i in zip(entries, idx, strict=True)])  # (B, L)
-        out = torch.empty(b, n, *self.latent_shape)
-        if missing.any():
-            # (M, C, h, w): encode only the frames not cached yet
-            z = net.encode(frames[missing.to(frames.device)][None]).cpu()[0]
-            # rounded like the cached copies, so a loss never depends on what was cached (exact resume)
-            out[missing] = z.half().float()
-        for j, (entry, i) in enumerate(zip(entries, idx, strict=True)):
-            if entry is None:
-                continue
-            lat, filled = entry
-            new = missing[j]
-            lat[i[new]] = out[j, new].half()
-            filled[i[new]] = True
-            out[j, ~new] = lat[i[~new]].float()
-        return out.to(frames.device)
-
-
 def _unwrap(model: nn.Module) -> WorldNet:
     return getattr(model, "module", model)  # DDP / FSDP keep the module under .module
 
@@ -256,6 +220,11 @@ class WorldTask:
         if not 1 <= config.chunk <= window:
             raise ConfigError(f"model.chunk: {config.chunk} must be in 1..window ({window})")
         self.window = window
+        config.memory.check()
+        self.memories = build_memories(config.memory, window) if config.memory.enabled else {}
+        if any(m.needs_poses for m in self.memories.values()) and not self.meta.has_pose:
+            raise ConfigError(f"model.memory: {[n for n, m in self.memories.items() if m.needs_poses]} need "
+                              f"poses, but {data.root} has none (meta.has_pose is false)")
         # Record the resolved values in the config itself, so checkpoints carry the real sizes.
         config.dit = copy.deepcopy(self.dit_config)
         config.window = window
@@ -281,9 +250,14 @@ class WorldTask:
         elif d.actions.num_interact < vocab:
             raise ConfigError(f"model.dit.actions.num_interact: {d.actions.num_interact} is smaller than the "
                               f"dataset's interact vocabulary ({vocab})")
-        d.max_frames = d.max_frames or clip_len
-        if clip_len > d.max_frames:
-            raise ConfigError(f"data.clip_len {clip_len} exceeds model.dit.max_frames {d.max_frames}")
+        span = clip_len - config.memory.history if config.memory.enabled else clip_len
+        if span < 2:
+            raise ConfigError(f"data.clip_len {clip_len}: must exceed model.memory.history "
+                              f"({config.memory.history}) by at least 2 frames (the training window)")
+        d.max_frames = d.max_frames or span
+        if span > d.max_frames:
+            raise ConfigError(f"data.clip_len {clip_len} (minus memory history) exceeds model.dit.max_frames "
+                              f"{d.max_frames}")
         d.grad_checkpointing = d.grad_checkpointing or config.grad_checkpointing
         d.check()
         return d
@@ -292,7 +266,16 @@ class WorldTask:
 
     def build_model(self) -> WorldNet:
         tokenizer = copy.deepcopy(self.tokenizer)
-        return WorldNet(DiT(self.dit_config), tokenizer, self.frame_size, self.export_config())
+        d = self.dit_config
+        modules = build_modules(self.config.memory, self.window, (d.in_channels, *d.latent_size))
+        net = WorldNet(DiT(d), tokenizer, self.frame_size, self.export_config(), modules)
+        if self.config.init_from:
+            from infworld.train.finetune import load_matching
+
+            report = load_matching(net, self.config.init_from)
+            print(f"init_from {self.config.init_from}: {len(report['loaded'])} tensors loaded, "
+                  f"{len(report['partial'])} grown ({report['partial']}), {len(report['new'])} new")
+        return net
 
     def batches(self, split: str, batch_size: int, seed: int, rank: int, world_size: int,
                 start_sample: int = 0) -> Iterator[dict[str, torch.Tensor]]:
@@ -314,8 +297,26 @@ class WorldTask:
         else:
             x0 = net.encode(batch["frames"])  # (B, L, C, h, w), frozen tokenizer
         acts = frame_actions({k: batch[k].long() for k in ACTION_KEYS})  # (B, L), frame 0 null
-        return forcing_loss(lambda x, t, a: model(x, t, a), x0, acts, self.config.flow, self.config.forcing,
-                            generator)
+        if not self.memories:
+            return forcing_loss(lambda x, t, a: model(x, t, a), x0, acts, self.config.flow,
+                                self.config.forcing, generator)
+        mcfg, h = self.config.memory, self.config.memory.history
+        name = pick_strategy(mcfg, generator)
+        poses = batch["pose"].to(x0.device).float() if "pose" in batch else None
+        span = x0.shape[1] - h
+        ref_index = h + span - (mcfg.ref_offset or self.config.chunk) - 1
+        module = net.memory_modules[name] if name in net.memory_modules else None
+        ctx, ref = training_context(self.memories[name], module, x0, acts, poses, h, ref_index)
+        loss, metrics = forcing_loss(lambda x, t, a: model(x, t, a, memory=ctx, ref_pose=ref), x0[:, h:],
+                                     {k: a[:, h:] for k, a in acts.items()}, self.config.flow,
+                                     self.config.forcing, generator)
+        # Learned memory parts not used this step still join the graph (DDP expects every gradient).
+        unused = [p for n, mod in net.memory_modules.items() if n != name for p in mod.parameters()]
+        if unused:
+            loss = loss + 0.0 * sum(p.sum() for p in unused)
+        metrics[f"loss_{name}"] = metrics["loss"]
+        metrics["memory_frames"] = float(ctx.num_frames if ctx is not None else 0)
+        return loss, metrics
 
     def evaluate(self, model: nn.Module, max_batches: int = 8) -> dict[str, float]:
         """Val loss and teacher-forced next-frame PSNR (dB) on up to ``max_batches`` val batches."""
@@ -363,6 +364,10 @@ class WorldTask:
             "chunk": self.config.chunk,
             "window": self.window,
             "flow": to_dict(self.config.flow),
+            # the settings each trained strategy was built with, reused at inference
+            "memory": {n: strategy_settings(self.config.memory, n, self.window) for n in self.memories},
+            "memory_modules": sorted(self.config.memory.strategies) if self.memories else [],
+            "memory_slots": max_slots(self.memories) if self.memories else None,
         }
 
     @classmethod
@@ -373,7 +378,18 @@ class WorldTask:
             tokenizer = build_tokenizer(dict(model_config["tokenizer"]), frame_size)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"world model config is incomplete or corrupt ({exc!r})") from exc
-        return WorldNet(DiT(dit_cfg), tokenizer, frame_size, dict(model_config))
+        modules = nn.ModuleDict()
+        for name in model_config.get("memory_modules") or []:
+            from infworld.memory.registry import memory_class
+
+            cls_ = memory_class(name)
+            if cls_ is None:
+                raise CheckpointError(f"world model config: unknown memory {name!r} in memory_modules")
+            module = cls_.build_module(dict(model_config.get("memory", {}).get(name, {})),
+                                       (dit_cfg.in_channels, *dit_cfg.latent_size))
+            if module is not None:
+                modules[name] = module
+        return WorldNet(DiT(dit_cfg), tokenizer, frame_size, dict(model_config), modules)
 
 
 register_task("world", WorldConfig, WorldTask)

@@ -1,0 +1,43 @@
+"""Start a training run from the weights of an exported model (finetuning), shape-tolerantly.
+
+Used by the world task's ``model.init_from`` (e.g. the memory-trained model starts from the
+plain backbone). Parameters are matched by name; a tensor whose shape grew along its first axis
+(more frame kinds, a larger embedding table) gets the old rows copied in and keeps its fresh
+initialisation for the new rows; new modules (a pose embedding, a memory compressor) keep theirs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from infworld.errors import CheckpointError
+
+
+def load_matching(model: nn.Module, source: str) -> dict[str, list[str]]:
+    """Copy weights of the export ``source`` (name or folder) into ``model``; returns what was
+    ``loaded``, ``partial`` (first-axis growth) and ``new`` (kept at init). Raises when nothing
+    matches or a shape conflicts otherwise (a different architecture)."""
+    from infworld.train.export import load_model
+
+    src, _ = load_model(source, map_location="cpu")
+    have = src.state_dict()
+    report: dict[str, list[str]] = {"loaded": [], "partial": [], "new": []}
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            if name not in have:
+                report["new"].append(name)
+                continue
+            q = have[name]
+            if q.shape == p.shape:
+                p.copy_(q)
+                report["loaded"].append(name)
+            elif q.dim() == p.dim() and q.shape[1:] == p.shape[1:] and q.shape[0] < p.shape[0]:
+                p[: q.shape[0]].copy_(q)
+                report["partial"].append(name)
+            else:
+                raise CheckpointError(f"model.init_from {source!r}: parameter {name} has shape "
+                                      f"{tuple(q.shape)}, the model being trained needs {tuple(p.shape)}")
+    if not report["loaded"]:
+        raise CheckpointError(f"model.init_from {source!r}: no parameter matches the model being trained")
+    return report

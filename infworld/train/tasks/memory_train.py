@@ -1,0 +1,119 @@
+"""Training the world model *with* its memory: long clips, memory built from the clip's history.
+
+Every memory strategy is trained on the same backbone (so the benchmark compares strategies, not
+backbones), by the same code that runs at inference: for each batch a strategy is drawn (by
+``weights``), a fresh :class:`~infworld.memory.base.Memory` is written with the first ``history``
+frames of the clip, and its :meth:`~infworld.memory.base.Memory.read` context conditions the
+diffusion-forcing loss on the last ``L`` frames (the local window). Positions, frame kinds and pose
+features are exactly what the rollout engine produces (memory/base.py ``slot_positions``,
+memory/context.py), so nothing shifts between training and streaming.
+
+HPMC (Infinite-World, arXiv 2602.02393, Sec. 3.2) is trained **jointly**: its compressor lives in
+the world network (``WorldNet.memory_modules``) and the context is built with gradients enabled, so
+the DiT loss trains the compressor end to end. Revisit-dense finetuning (Sec. 3.4) is the same task
+on ``data.revisit_dense: true`` clips whose last frames return to a place the history saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from infworld.errors import ConfigError
+from infworld.memory.base import Memory, MemoryContext
+from infworld.memory.registry import make_memory, memory_class, memory_names
+
+
+@dataclass
+class MemoryTrainConfig:
+    """``strategies``: name -> sampling weight (empty = plain clips, no memory); ``history``: frames
+    before the training window that the memory is built from (``data.clip_len = history + L``);
+    ``settings``: per-strategy keyword settings (``local_window`` is filled in from the model);
+    ``ref_offset``: the current camera for retrieval is the pose of window frame ``L - ref_offset``
+    (default: the frame before the last chunk, as when streaming)."""
+
+    strategies: dict[str, float] = field(default_factory=dict)
+    history: int = 0
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ref_offset: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.strategies)
+
+    def check(self) -> None:
+        if not self.enabled:
+            return
+        known = memory_names()
+        for name, w in self.strategies.items():
+            if name not in known:
+                raise ConfigError(f"model.memory.strategies: unknown memory {name!r}; known: {known}")
+            if not float(w) > 0:
+                raise ConfigError(f"model.memory.strategies.{name}: weight must be > 0, got {w!r}")
+        extra = sorted(set(self.settings) - set(self.strategies))
+        if extra:
+            raise ConfigError(f"model.memory.settings: {extra} are not in model.memory.strategies")
+        if self.history < 1:
+            raise ConfigError(f"model.memory.history: expected >= 1 frames of history, got {self.history}")
+
+
+def strategy_settings(cfg: MemoryTrainConfig, name: str, local_window: int) -> dict[str, Any]:
+    """The settings strategy ``name`` is built with (recipe settings + the model's local window)."""
+    settings = dict(cfg.settings.get(name, {}))
+    if name == "window":
+        settings.setdefault("budget", local_window)
+    else:
+        import inspect
+
+        if "local_window" in inspect.signature(memory_class(name).__init__).parameters:
+            settings.setdefault("local_window", local_window)
+    return settings
+
+
+def build_memories(cfg: MemoryTrainConfig, local_window: int) -> dict[str, Memory]:
+    """One memory object per strategy (checks every setting before training starts)."""
+    return {name: make_memory(name, **strategy_settings(cfg, name, local_window)) for name in cfg.strategies}
+
+
+def build_modules(cfg: MemoryTrainConfig, local_window: int, latent_shape: tuple[int, int, int]
+                  ) -> nn.ModuleDict:
+    """The learned parts to train jointly (e.g. HPMC's compressor), by strategy name."""
+    mods = nn.ModuleDict()
+    for name in cfg.strategies:
+        module = memory_class(name).build_module(strategy_settings(cfg, name, local_window), latent_shape)
+        if module is not None:
+            mods[name] = module
+    return mods
+
+
+def max_slots(memories: dict[str, Memory]) -> int:
+    """Most memory frames any strategy can return: the positions the DiT is trained for."""
+    return max((m.max_context() for m in memories.values()), default=0)
+
+
+def pick_strategy(cfg: MemoryTrainConfig, generator: torch.Generator | None) -> str:
+    """Draw a strategy name by weight (deterministic given the generator: exact resume)."""
+    names = list(cfg.strategies)
+    w = torch.tensor([float(cfg.strategies[n]) for n in names])
+    gen_dev = generator.device if generator is not None else "cpu"
+    return names[int(torch.multinomial(w.to(gen_dev), 1, generator=generator))]
+
+
+def training_context(memory: Memory, module: nn.Module | None, x0: torch.Tensor,
+                     actions: dict[str, torch.Tensor], poses: torch.Tensor | None, history: int,
+                     ref_index: int) -> tuple[MemoryContext | None, torch.Tensor | None]:
+    """Write the first ``history`` frames of a clip into ``memory`` and read its context for the
+    rest. x0: (B, H + L, C, h, w) latents; actions (B, H + L); poses (B, H + L, 5) or None.
+    Returns (context or None, reference pose (B, 5) or None)."""
+    memory.attach(module)
+    memory.reset()
+    hist_poses = poses[:, :history] if poses is not None else None
+    memory.write(x0[:, :history], {k: a[:, :history] for k, a in actions.items()}, hist_poses, 0)
+    ref = poses[:, ref_index] if poses is not None else None
+    ctx = memory.read(history + memory.local_window - 1, ref)
+    if ctx is None or ctx.num_frames == 0:
+        return None, ref
+    return ctx.to(x0.device), ref
