@@ -275,7 +275,9 @@ class WorldModel:
     def _poses(self, poses: Any, n: int) -> torch.Tensor | None:
         if poses is None:
             if self.memory.needs_poses:
-                raise MemoryConfigError(f"memory {self.memory.name!r} needs poses; pass poses= (B, n, 5)")
+                raise MemoryConfigError(f"memory {self.memory.name!r} needs camera poses: pass poses= "
+                                        "(B, n, 5) to reset/step/observe, or build it with "
+                                        "poses='dead_reckon' to integrate them from the actions")
             return None
         p = torch.as_tensor(np.asarray(poses), dtype=torch.float32)
         if p.dim() == 2 and self.batch == 1:

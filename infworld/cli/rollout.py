@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from infworld.errors import ConfigError, DataError
+from infworld.memory.registry import parse_settings
 
 CONTINUATIONS = ("cycle", "random")
 
@@ -43,7 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=int, default=1, help="real frames that seed the model (K >= 1)")
     p.add_argument("--frames", type=int, required=True, help="frames to generate (F >= 1)")
     p.add_argument("--memory", default="window", help="memory strategy (default: window)")
-    p.add_argument("--window", type=int, help="memory budget in frames (default: the model's window)")
+    p.add_argument("--budget", "--window", dest="window", type=int,
+                   help="memory budget in frames (default: what the model was trained with)")
+    p.add_argument("--memory-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="memory setting, repeatable (e.g. poses=dead_reckon, pool=128); see docs/memory.md")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--chunk", type=int, help="frames generated per step (default: the model's)")
     p.add_argument("--steps", type=int, help="sampler steps per chunk (default: the model's)")
@@ -131,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"episode has {t_ep} frames, fewer than --context {k}", path=str(paths[index]))
 
     # 2. The model, and whether the episode fits it.
+    memory_cfg = parse_settings(args.memory_opt)
+    if args.window:
+        memory_cfg["budget"] = args.window
     world = WorldModel.from_pretrained(
-        args.model, memory=args.memory, memory_cfg={"budget": args.window} if args.window else None,
+        args.model, memory=args.memory, memory_cfg=memory_cfg,
         map_location=args.device, chunk=args.chunk, steps=args.steps, name=args.sampler,
         cfg_scale=args.cfg_scale, seed=args.seed)
     if tuple(world.frame_size) != tuple(meta.size):
@@ -148,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     # 3. Generate chunk by chunk.
     f_total, chunk = args.frames, world.config.chunk
     acts = action_schedule(ep_actions, k - 1, f_total, args.continuation, args.seed)  # (F,) per field
-    poses = ep.pose[None, :k] if ep.pose is not None and world.memory.needs_poses else None
+    # Poses go to the memory whenever the episode has them (pose-free strategies ignore them).
+    poses = ep.pose[None, :k] if ep.pose is not None else None
     world.reset(ep.frames[None, :k], {n: a[None, : k - 1] for n, a in ep_actions.items()}, poses=poses)
     gen = np.zeros((f_total, *meta.size, 3), dtype=np.uint8)
     mem_bytes, frame_secs, psnrs = [], [], []
@@ -166,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
             hi = min(lo + chunk, f_total)
             t_chunk = time.perf_counter()
             step_poses = None
-            if world.memory.needs_poses and ep.pose is not None and k + hi <= t_ep:
+            if ep.pose is not None and k + hi <= t_ep:
                 step_poses = ep.pose[None, k + lo : k + hi]
             step_acts = {n: a[None, lo:hi] for n, a in acts.items()}  # (1, n) per field
             frames = world.step(step_acts, poses=step_poses)[0]  # (n, H, W, 3)

@@ -64,3 +64,19 @@ def make_memory(name: str, **cfg: Any) -> Memory:
         valid = sorted(k for k in params if k != "self")
         raise MemoryConfigError(f"memory {name!r}: unknown setting(s) {unknown}; valid: {valid}")
     return cls(**cfg)
+
+
+def parse_settings(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["pool=128", "poses=dead_reckon"]`` (CLI ``--memory-opt``) -> settings; values are YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise MemoryConfigError(f"memory setting {item!r}: expected KEY=VALUE (e.g. budget=8)")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise MemoryConfigError(f"memory setting {item!r}: cannot parse the value ({exc})") from None
+    return out
