@@ -294,7 +294,11 @@ class WorldModel:
         self.last_context = ctx
         past = None
         if ctx is not None and ctx.num_frames:
-            past = memory_past(self.dit, ctx.to(self.device), self._last_pose, shift=float(self.index - base))
+            # the memory's poses and the reference must be in one frame: a dead-reckoning memory
+            # supplies its own estimate of the current camera
+            own = self.memory.reference_pose()
+            ref = own if own is not None else self._last_pose
+            past = memory_past(self.dit, ctx.to(self.device), ref, shift=float(self.index - base))
         self._prefix = (self.index, past)
         return past
 

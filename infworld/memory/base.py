@@ -119,6 +119,14 @@ class Memory(ABC):
         trained). Strategies without learned parts ignore it."""
         return None
 
+    def reference_pose(self) -> torch.Tensor | None:
+        """(B, 5) the memory's own estimate of the current camera (e.g. dead-reckoned from actions),
+        used for pose conditioning when the engine has no poses; None = no estimate."""
+        tracker = getattr(self, "tracker", None)
+        if tracker is not None and getattr(tracker, "mode", "") == "dead_reckon":
+            return tracker.current
+        return None
+
     def max_context(self) -> int:
         """Most frames :meth:`read` can ever return (the DiT must be trained for this many)."""
         return 0
