@@ -96,6 +96,11 @@ class WorldModel:
             raise MemoryConfigError(f"memory {self.memory.name!r}: local window {self.window} frames must be "
                                     f"in 1..{dcfg.max_frames} (the span the model was trained on, "
                                     "dit.max_frames)")
+        kinds = self.memory.frame_kinds()
+        if kinds and max(kinds) >= dcfg.num_frame_kinds:
+            raise MemoryConfigError(f"memory {self.memory.name!r}: uses frame kind {max(kinds)}, but the "
+                                    f"model knows {dcfg.num_frame_kinds} (dit.num_frame_kinds); it was not "
+                                    "trained with this memory: use 'window' or a memory-trained model")
         slots = getattr(net, "model_config", {}).get("memory_slots")
         if slots is not None and self.memory.max_context() > int(slots):
             raise MemoryConfigError(f"memory {self.memory.name!r}: returns up to {self.memory.max_context()} "

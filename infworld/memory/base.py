@@ -119,6 +119,10 @@ class Memory(ABC):
         trained). Strategies without learned parts ignore it."""
         return None
 
+    def frame_kinds(self) -> set[int]:
+        """Frame-kind ids :meth:`read` uses (the DiT must have embeddings for them)."""
+        return {MEMORY_KIND}
+
     def reference_pose(self) -> torch.Tensor | None:
         """(B, 5) the memory's own estimate of the current camera (e.g. dead-reckoned from actions),
         used for pose conditioning when the engine has no poses; None = no estimate."""

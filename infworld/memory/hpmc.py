@@ -144,6 +144,9 @@ class HPMCMemory(Memory):
 
     # -- state -----------------------------------------------------------------------------
 
+    def frame_kinds(self) -> set[int]:
+        return {MEMORY_KIND, COMPRESSED_KIND}
+
     def reset(self) -> None:
         self._slots: list[_Slot] = []  # oldest first, at most budget
         self._buffer: deque[_Slot] = deque()  # the newest local_window - 1 raw frames

@@ -22,6 +22,9 @@ class WindowMemory(Memory):
         super().__init__(budget)
         self.frames_seen = 0
 
+    def frame_kinds(self) -> set[int]:
+        return set()
+
     def reset(self) -> None:
         self.frames_seen = 0
 

@@ -1,0 +1,23 @@
+"""The shipped default world model and memory, and the short names they go by.
+
+``doom-tiny`` is the name people and agents use (``infworld.make_env("doom-tiny")``, ``infworld play``);
+it points at the exported model under ``checkpoints/``. The lead switches ``DEFAULT_MODEL`` /
+``DEFAULT_MEMORY`` to the memory-trained model once the benchmark picks it.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "doom-tiny-world"
+DEFAULT_MEMORY = "window"
+
+# alias -> (model name or path, memory strategy)
+MODEL_ALIASES: dict[str, tuple[str, str]] = {
+    "doom-tiny": (DEFAULT_MODEL, DEFAULT_MEMORY),
+}
+
+
+def resolve_alias(name: str, memory: str | None = None) -> tuple[str, str]:
+    """(model, memory) for ``name``: an alias gives its model and default memory; anything else
+    (a model name or folder) is returned as is with ``DEFAULT_MEMORY``. An explicit ``memory`` wins."""
+    model, default_memory = MODEL_ALIASES.get(name, (name, DEFAULT_MEMORY))
+    return model, memory or default_memory

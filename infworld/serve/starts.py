@@ -1,0 +1,248 @@
+"""Starting contexts for play sessions and the gymnasium env: a small ``starts.npz`` beside the model.
+
+A world model cannot start from nothing: :meth:`infworld.world.WorldModel.reset` needs K >= 1 real
+frames (and the K - 1 actions between them). A play page or an agent has no dataset at hand, so a
+model ships a few such contexts in ``<model dir>/starts.npz``:
+
+* ``frames``   (K, ctx, H, W, 3) uint8, K starting contexts of ``ctx`` frames each;
+* ``move``, ``view``, ``interact`` (K, ctx - 1) int64, the transitions between those frames;
+* ``poses``    (K, ctx, 5) float32 (x, y, z, yaw, pitch), NaN where unknown;
+* ``names``    (K,) str, shown in the page's chooser;
+* ``meta_json`` a JSON object: env, scenario, source, interact_vocab, has_pitch, and the motion
+  scales ``move_scale`` (pose units per forward step) and ``turn_deg`` (degrees per turn step)
+  that let pose-based memories dead-reckon a pose from the actions during play.
+
+They are cut from a dataset in our format (:func:`starts_from_dataset`) or from a short run of the
+collector (:func:`starts_from_collector`); ``infworld play --make-starts DATA --model NAME`` writes them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infworld.data.action_schema import decode_move, decode_view
+from infworld.data.episode import Episode, atomic_write_bytes, list_episodes, read_episode, read_meta
+from infworld.errors import DataError
+
+STARTS_FILE = "starts.npz"
+ACTION_FIELDS = ("move", "view", "interact")
+
+
+@dataclass
+class Starts:
+    """K starting contexts (module docstring gives the arrays and their shapes)."""
+
+    frames: np.ndarray  # (K, ctx, H, W, 3) uint8
+    actions: dict[str, np.ndarray]  # field -> (K, ctx - 1) int64
+    poses: np.ndarray  # (K, ctx, 5) float32, NaN = unknown
+    names: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 5 or f.shape[-1] != 3:
+            raise DataError(f"expected frames (K, ctx, H, W, 3) uint8, got {getattr(f, 'shape', None)} "
+                            f"{getattr(f, 'dtype', None)}", field="frames")
+        k, ctx = f.shape[:2]
+        if k < 1 or ctx < 1:
+            raise DataError(f"expected at least one start of at least one frame, got {k} x {ctx}",
+                            field="frames")
+        for name in ACTION_FIELDS:
+            a = self.actions.get(name)
+            if a is None or a.shape != (k, ctx - 1):
+                raise DataError(f"expected ({k}, {ctx - 1}) ids, got "
+                                f"{None if a is None else a.shape}", field=name)
+            self.actions[name] = a.astype(np.int64)
+        if self.poses.shape != (k, ctx, 5):
+            raise DataError(f"expected ({k}, {ctx}, 5), got {self.poses.shape}", field="poses")
+        self.poses = self.poses.astype(np.float32)
+        if len(self.names) != k:
+            raise DataError(f"expected {k} names, got {len(self.names)}", field="names")
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def context(self) -> int:
+        """Frames per starting context."""
+        return int(self.frames.shape[1])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return int(self.frames.shape[2]), int(self.frames.shape[3])
+
+    def check_model(self, frame_size: tuple[int, int], action_sizes: dict[str, int],
+                    path: str | None = None) -> None:
+        """Raise DataError unless these starts fit a model of ``frame_size`` and action vocabularies."""
+        if tuple(frame_size) != self.frame_size:
+            raise DataError(f"starting frames are {self.frame_size} but the model generates "
+                            f"{tuple(frame_size)}", path=path, field="frames")
+        for name in ACTION_FIELDS:
+            a = self.actions[name]
+            hi = action_sizes.get(name, 0) - 1
+            if a.size and (a.min() < 0 or a.max() > hi):
+                raise DataError(f"action ids {int(a.min())}..{int(a.max())} out of the model's range 0..{hi}",
+                                path=path, field=name)
+
+    def context_of(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """Start ``i`` as engine inputs: frames (1, ctx, H, W, 3), actions (1, ctx - 1), poses (1, ctx, 5)."""
+        if not 0 <= i < len(self):
+            raise DataError(f"start {i} out of range: there are {len(self)} starts (0..{len(self) - 1})",
+                            field="start")
+        return (self.frames[i][None], {k: a[i][None] for k, a in self.actions.items()}, self.poses[i][None])
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically as a compressed npz."""
+        arrays = {"frames": self.frames, "poses": self.poses, "names": np.array(self.names),
+                  "meta_json": np.array(json.dumps(self.meta))}
+        arrays.update({k: a.astype(np.int16) for k, a in self.actions.items()})
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Starts:
+        """Read a starts file; a missing, corrupt or malformed one raises DataError naming it."""
+        path = str(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except FileNotFoundError as exc:
+            raise DataError("starts file not found", path=path) from exc
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise DataError(f"corrupt or truncated starts file ({exc})", path=path) from exc
+        for key in ("frames", "poses", "names", *ACTION_FIELDS):
+            if key not in data:
+                raise DataError("missing array", path=path, field=key)
+        try:
+            meta = json.loads(str(data["meta_json"])) if "meta_json" in data else {}
+        except json.JSONDecodeError as exc:
+            raise DataError(f"bad JSON: {exc}", path=path, field="meta_json") from exc
+        try:
+            return cls(data["frames"], {k: data[k] for k in ACTION_FIELDS}, data["poses"],
+                       [str(n) for n in data["names"]], meta)
+        except DataError as exc:
+            raise DataError(str(exc), path=path) from exc
+
+
+def motion_scales(episodes: list[Episode]) -> tuple[float, float]:
+    """(move_scale, turn_deg): median pose change of one pure forward step and of one pure turn step.
+
+    Estimated from the data itself (no per-environment table): planar distance over transitions
+    whose move is straight forward and view is none, |yaw change| over pure turns. (1.0, 0.0) when
+    the data has no poses or no such steps.
+    """
+    dist, turn = [], []
+    for ep in episodes:
+        if ep.pose is None or not np.isfinite(ep.pose).all():
+            continue
+        d = np.diff(ep.pose, axis=0)  # (T-1, 5)
+        fwd, right, unc_m = decode_move(ep.move)
+        yaw, pitch, unc_v = decode_view(ep.view)
+        still_view = (yaw == 0) & (pitch == 0) & ~unc_v
+        straight = (fwd == 1) & (right == 0) & ~unc_m & still_view
+        dist.extend(np.hypot(d[straight, 0], d[straight, 1]).tolist())
+        pure_turn = (yaw != 0) & (pitch == 0) & ~unc_v & (fwd == 0) & (right == 0) & ~unc_m
+        dyaw = (d[pure_turn, 3] + 180.0) % 360.0 - 180.0
+        turn.extend(np.abs(dyaw).tolist())
+    move_scale = float(np.median(dist)) if dist else 1.0
+    turn_deg = float(np.median(turn)) if turn else 0.0
+    return (move_scale if move_scale > 0 else 1.0), turn_deg
+
+
+def _has_pitch(episodes: list[Episode]) -> bool:
+    return any(bool(np.any(decode_view(ep.view)[1] != 0)) for ep in episodes)
+
+
+def cut_starts(episodes: list[Episode], count: int, context: int, label: str = "ep") -> Starts:
+    """``count`` contexts of ``context`` frames, spread over the episodes round-robin and evenly in time.
+
+    Start ``k`` comes from episode ``k mod E``; the j-th start taken from one episode sits at the
+    middle of its j-th equal part, so the starts show different places. Deterministic.
+    """
+    if count < 1 or context < 1:
+        raise DataError(f"expected count >= 1 and context >= 1, got {count} and {context}")
+    usable = [(i, ep) for i, ep in enumerate(episodes) if len(ep) >= context]
+    if not usable:
+        raise DataError(f"no episode has the {context} frames a starting context needs")
+    per_ep = [0] * len(usable)
+    for k in range(count):
+        per_ep[k % len(usable)] += 1
+    frames, poses, names = [], [], []
+    acts: dict[str, list[np.ndarray]] = {k: [] for k in ACTION_FIELDS}
+    taken = [0] * len(usable)
+    for k in range(count):
+        e = k % len(usable)
+        idx, ep = usable[e]
+        j, m = taken[e], per_ep[e]
+        taken[e] += 1
+        t = int((j + 0.5) / m * (len(ep) - context + 1))  # middle of the j-th of m equal parts
+        t = min(max(t, 0), len(ep) - context)
+        frames.append(ep.frames[t : t + context])
+        for name in ACTION_FIELDS:
+            acts[name].append(getattr(ep, name)[t : t + context - 1])
+        pose = ep.pose[t : t + context] if ep.pose is not None else np.full((context, 5), np.nan)
+        poses.append(pose.astype(np.float32))
+        names.append(f"{label} {idx} @ {t}")
+    return Starts(np.stack(frames), {k: np.stack(v) for k, v in acts.items()}, np.stack(poses), names)
+
+
+def starts_from_dataset(root: str | Path, count: int = 8, context: int = 4) -> Starts:
+    """Cut starts from a dataset in our episode format (docs/episode_format.md)."""
+    meta = read_meta(root)
+    paths = list_episodes(root)
+    if not paths:
+        raise DataError("the dataset has no episodes", path=str(root))
+    episodes = [read_episode(p, meta=meta) for p in paths]
+    starts = cut_starts(episodes, count, context, label=Path(root).name)
+    move_scale, turn_deg = motion_scales(episodes)
+    starts.meta = {"env": meta.env, "scenario": meta.scenario, "source": f"dataset {Path(root).name}",
+                   "interact_vocab": list(meta.interact_vocab), "has_pitch": _has_pitch(episodes),
+                   "move_scale": move_scale, "turn_deg": turn_deg, "fps": meta.fps / max(1, meta.frame_skip)}
+    return starts
+
+
+def starts_from_collector(env: str = "vizdoom", scenario: str | None = None, size: tuple[int, int] = (64, 64),
+                          count: int = 8, context: int = 4, policy: str = "explore", seed: int = 0,
+                          episodes: int = 2, steps: int = 200) -> Starts:
+    """Run the collector briefly (``episodes`` x ``steps`` actions, nothing written) and cut starts."""
+    from infworld.envs.collect import run_episode
+    from infworld.envs.registry import make_env
+
+    game = make_env(env, scenario, size=size, max_steps=steps)
+    try:
+        eps = [run_episode(game, policy, steps, seed, i) for i in range(episodes)]
+        spec = game.spec
+    finally:
+        game.close()
+    starts = cut_starts(eps, count, context, label=f"{env} run")
+    starts.meta = {"env": env, "scenario": spec.scenario, "source": f"collector ({policy}, seed {seed})",
+                   "interact_vocab": list(spec.interact_vocab), "has_pitch": bool(spec.has_pitch),
+                   "move_scale": float(spec.move_scale), "turn_deg": float(spec.turn_deg),
+                   "fps": spec.fps / max(1, spec.frame_skip)}
+    return starts
+
+
+def find_starts(model_dir: str | Path | None) -> Path | None:
+    """``<model dir>/starts.npz`` when it exists."""
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / STARTS_FILE
+    return path if path.is_file() else None
+
+
+def load_or_make_starts(model_dir: str | Path | None, frame_size: tuple[int, int],
+                        count: int = 8, context: int = 4) -> Starts:
+    """The model's shipped starts, else a short ViZDoom collector run at the model's frame size."""
+    path = find_starts(model_dir)
+    if path is not None:
+        return Starts.load(path)
+    return starts_from_collector(size=frame_size, count=count, context=context)

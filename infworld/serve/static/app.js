@@ -1,0 +1,208 @@
+// The play page: keyboard -> unified actions over one WebSocket, generated frames -> canvas.
+// Protocol: infworld/serve/server.py. Action ids: docs/actions.md
+//   move = (forward + 1) * 3 + (right + 1), view = (yaw + 1) * 3 + (pitch + 1), each in 0..8.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const screen = $("screen");
+const ctx = screen.getContext("2d");
+ctx.imageSmoothingEnabled = false;
+const timeline = $("timeline");
+const tctx = timeline.getContext("2d");
+
+const KEYS = {  // event.code -> [axis, value]
+  KeyW: ["forward", 1], KeyS: ["forward", -1], KeyA: ["right", -1], KeyD: ["right", 1],
+  ArrowLeft: ["yaw", -1], ArrowRight: ["yaw", 1], ArrowUp: ["pitch", 1], ArrowDown: ["pitch", -1],
+  KeyE: ["interact", "use"], Space: ["interact", "attack"],
+};
+
+const st = {
+  ws: null, hello: null, inflight: false, pending: "", sentAt: 0, held: new Set(), tapped: new Set(),
+  fps: 0, rtt: 0, frameCount: 0, window: 16,
+};
+
+function setStatus(text, error) {
+  $("status").textContent = text;
+  $("status").className = error ? "status error" : "status";
+}
+
+function connect() {
+  const url = new URL("ws", window.location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(url);
+  st.ws = ws;
+  st.inflight = false;
+  ws.onopen = () => setStatus("connected");
+  ws.onclose = (ev) => {
+    st.inflight = false;
+    if (st.ws === ws) setStatus(`disconnected (${ev.code}${ev.reason ? ": " + ev.reason : ""}); reload to play again`, true);
+  };
+  ws.onerror = () => setStatus("connection error", true);
+  ws.onmessage = (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch (e) { setStatus("bad message from server", true); return; }
+    if (msg.type === "hello") onHello(msg);
+    else if (msg.type === "frame") onFrame(msg);
+    else if (msg.type === "error") onError(msg);
+  };
+}
+
+function onHello(h) {
+  st.hello = h;
+  st.window = h.window || 16;
+  const s = h.sampler || {};
+  $("model").textContent = `${h.model} | memory ${h.memory} (budget ${h.budget}) | ${h.frame_size.join("x")} | ` +
+    `${s.name} sampler, ${s.steps} steps | ${h.frames_per_action} frame(s) per action`;
+  screen.width = h.frame_size[1];
+  screen.height = h.frame_size[0];
+  ctx.imageSmoothingEnabled = false;
+  const sel = $("start");
+  sel.innerHTML = "";
+  h.starts.forEach((name, i) => {
+    const o = document.createElement("option");
+    o.value = String(i);
+    o.textContent = `${i}: ${name}`;
+    sel.appendChild(o);
+  });
+  $("download").href = h.download;
+  $("pitchhelp").style.display = h.has_pitch ? "" : "none";
+  screen.focus();
+}
+
+function interactId(name) {
+  const vocab = (st.hello && st.hello.interact_vocab) || [];
+  const i = vocab.indexOf(name);
+  if (i > 0) return i;
+  return vocab.length > 1 ? 1 : 0;
+}
+
+function currentAction(codes) {
+  const a = { forward: 0, right: 0, yaw: 0, pitch: 0, interact: 0 };
+  let any = false;
+  for (const code of codes) {
+    const k = KEYS[code];
+    if (!k) continue;
+    if (k[0] === "pitch" && st.hello && !st.hello.has_pitch) continue;
+    any = true;
+    if (k[0] === "interact") a.interact = interactId(k[1]);
+    else a[k[0]] = Math.max(-1, Math.min(1, a[k[0]] + k[1]));
+  }
+  if (!any) return null;
+  return { move: (a.forward + 1) * 3 + (a.right + 1), view: (a.yaw + 1) * 3 + (a.pitch + 1),
+           interact: a.interact, label: a };
+}
+
+function send(obj) {
+  if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return false;
+  st.ws.send(JSON.stringify(obj));
+  return true;
+}
+
+// Send the next action if keys are down (or were tapped) and no frame is pending.
+function pump() {
+  if (st.inflight) return;
+  const codes = new Set([...st.held, ...st.tapped]);
+  st.tapped.clear();
+  const act = currentAction(codes);
+  if (!act) return;
+  st.sentAt = performance.now();
+  if (send({ type: "action", move: act.move, view: act.view, interact: act.interact, t: st.sentAt })) {
+    st.inflight = true;
+    st.pending = "action";
+    const l = act.label;
+    $("action").textContent = `move ${act.move} view ${act.view} interact ${act.interact}` +
+      ` (fwd ${l.forward}, right ${l.right}, yaw ${l.yaw}, pitch ${l.pitch})`;
+  }
+}
+
+function resetTo(start) {
+  st.sentAt = performance.now();
+  if (send({ type: "reset", start: start, t: st.sentAt })) { st.inflight = true; st.pending = "reset"; }
+}
+
+function drawImages(msg) {
+  const mime = msg.format === "jpeg" ? "image/jpeg" : "image/png";
+  const gap = msg.images.length > 1 ? Math.max(0, st.rtt / msg.images.length) : 0;
+  msg.images.forEach((b64, i) => {
+    const img = new Image();
+    img.onload = () => {
+      const draw = () => {
+        ctx.drawImage(img, 0, 0, screen.width, screen.height);
+        st.frameCount += 1;
+        screen.dataset.frames = String(st.frameCount);
+      };
+      if (i === 0 || gap === 0) draw(); else setTimeout(draw, i * gap);
+    };
+    img.src = `data:${mime};base64,${b64}`;
+  });
+}
+
+function drawTimeline(msg) {
+  const w = timeline.width, h = timeline.height;
+  tctx.fillStyle = "#0d0f13";
+  tctx.fillRect(0, 0, w, h);
+  const now = Math.max(1, msg.frame);
+  const x = (f) => 4 + (w - 8) * (f / now);
+  tctx.fillStyle = "#3a5a8c";  // the local window (KV cache)
+  const lo = Math.max(0, msg.frame - st.window + 1);
+  tctx.fillRect(x(lo), 6, Math.max(2, x(msg.frame) - x(lo)), h - 12);
+  tctx.fillStyle = "#f0b429";  // retrieved / remembered frames
+  for (const s of msg.sources || []) {
+    if (s >= 0) tctx.fillRect(x(s) - 1, 2, 3, h - 4);
+  }
+  if ((msg.sources || []).includes(-1)) { tctx.fillRect(0, h - 4, w, 3); }  // compressed summary
+  tctx.fillStyle = "#e6e6e6";
+  tctx.fillRect(x(msg.frame) - 1, 0, 2, h);
+}
+
+function onFrame(msg) {
+  const now = performance.now();
+  if (st.inflight && st.pending === "action") {
+    st.rtt = now - st.sentAt;
+    const inst = 1000 * msg.images.length / Math.max(st.rtt, 1e-3);
+    st.fps = st.fps ? 0.8 * st.fps + 0.2 * inst : inst;  // smoothed frames per second, action in -> frame out
+    $("fps").textContent = st.fps.toFixed(1);
+    $("latency").textContent = `${st.rtt.toFixed(0)} ms`;
+  }
+  st.inflight = false;
+  drawImages(msg);
+  const t = msg.timing || {};
+  $("server").textContent = `${msg.latency_ms.toFixed(0)} ms (${(t.generate_ms || 0).toFixed(0)} + ` +
+    `${(t.encode_ms || 0).toFixed(1)}), engine ${msg.fps.toFixed(1)} fps`;
+  $("frame").textContent = String(msg.frame);
+  $("generated").textContent = String(msg.generated);
+  $("memory").textContent = msg.memory;
+  $("fill").textContent = `${msg.held} / ${msg.capacity}` +
+    (msg.capacity !== msg.budget ? `, reads <= ${msg.budget}` : "");
+  $("fillbar").style.width = `${Math.min(100, 100 * msg.fill).toFixed(0)}%`;
+  const src = msg.sources || [];
+  $("sources").textContent = src.length ? src.map((s) => (s < 0 ? "summary" : String(s))).join(", ")
+    : "none beyond the local window";
+  $("state").textContent = `${(msg.state_bytes / 1e6).toFixed(2)} MB`;
+  if (String(msg.start) !== $("start").value && msg.generated === 0) $("start").value = String(msg.start);
+  setStatus(msg.pose ? `pose (dead-reckoned): ${msg.pose.slice(0, 2).join(", ")}` : "connected");
+  drawTimeline(msg);
+  pump();
+}
+
+function onError(msg) {
+  st.inflight = false;
+  setStatus(`error (${msg.code}): ${msg.message}`, true);
+}
+
+document.addEventListener("keydown", (ev) => {
+  if (!(ev.code in KEYS) || ev.target.tagName === "SELECT") return;
+  ev.preventDefault();
+  if (!ev.repeat) { st.held.add(ev.code); st.tapped.add(ev.code); }
+  pump();
+});
+document.addEventListener("keyup", (ev) => {
+  st.held.delete(ev.code);
+  if (ev.code in KEYS && ev.target.tagName !== "SELECT") ev.preventDefault();  // Space must not click buttons
+});
+window.addEventListener("blur", () => st.held.clear());
+screen.addEventListener("click", () => screen.focus());
+$("reset").addEventListener("click", () => { resetTo(Number($("start").value)); screen.focus(); });
+$("start").addEventListener("change", () => { resetTo(Number($("start").value)); screen.focus(); });
+
+connect();

@@ -1,0 +1,276 @@
+"""The play server (in-process, Starlette TestClient), sessions, starting frames and ``infworld play``."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import cv2
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from synthetic import make_dataset
+from test_rollout_cli import train_and_export
+
+from infworld.cli import main
+from infworld.cli.play import is_loopback, loop_length, walk_script
+from infworld.errors import DataError
+from infworld.memory.registry import memory_names
+from infworld.serve.server import ServerConfig, create_app
+from infworld.serve.session import EngineFactory, Session, SessionConfig, dead_reckon
+from infworld.serve.starts import Starts, starts_from_dataset
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient  # noqa: E402
+
+
+def build_play_model(base):
+    """A synthetic dataset (32x32), a tiny world model trained on it for a few steps and exported,
+    and 3 starting contexts of 3 frames cut from the dataset."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = make_dataset(base / "data")
+        train_and_export("tiny-test-world", data, base / "run", base / "model", "train.steps=4")
+    finally:
+        torch.set_num_threads(prev)
+    return base / "model", starts_from_dataset(data, count=3, context=3), data
+
+
+@pytest.fixture(scope="module")
+def play(tmp_path_factory):
+    model, starts, data = build_play_model(tmp_path_factory.mktemp("play"))
+    return {"model": model, "starts": starts, "data": data,
+            "factory": EngineFactory.load(str(model), "window")}
+
+
+def app_for(play, **server):
+    session = server.pop("session", SessionConfig(max_log_frames=5))
+    return create_app(play["factory"], starts=play["starts"], config=ServerConfig(session=session, **server))
+
+
+def decode(b64: str) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR)
+    return img[..., ::-1]  # BGR -> RGB
+
+
+def opened(ws) -> tuple[dict, dict]:
+    """The hello and the first frame every new connection gets."""
+    hello = ws.receive_json()
+    first = ws.receive_json()
+    assert hello["type"] == "hello" and first["type"] == "frame"
+    return hello, first
+
+
+def act(ws, move=7, view=4, interact=0) -> dict:
+    ws.send_text(json.dumps({"type": "action", "move": move, "view": view, "interact": interact, "t": 1}))
+    return ws.receive_json()
+
+
+def test_two_sessions_are_isolated(play):
+    with TestClient(app_for(play)) as client:
+        with client.websocket_connect("/ws") as a, client.websocket_connect("/ws") as b:
+            ha, fa = opened(a)
+            hb, _ = opened(b)
+            assert ha["session"] != hb["session"]
+            assert fa["frame"] == play["starts"].context - 1 and fa["generated"] == 0
+            a_frames = [act(a, move=1) for _ in range(3)]  # walk backwards
+            got_b = act(b, move=7)
+            assert [f["generated"] for f in a_frames] == [1, 2, 3] and got_b["generated"] == 1
+            assert got_b["frame"] == fa["frame"] + 1
+            assert all(f["type"] == "frame" and len(f["images"]) == 1 for f in a_frames)
+        # The same actions in a session of its own give B's frame bit for bit: A's stepping in between
+        # changed nothing of B's state.
+        with client.websocket_connect("/ws") as c:
+            opened(c)
+            solo = act(c, move=7)
+        assert np.array_equal(decode(solo["images"][0]), decode(got_b["images"][0]))
+        assert not np.array_equal(decode(a_frames[0]["images"][0]), decode(got_b["images"][0]))
+
+
+def test_bad_messages_get_error_replies_and_the_session_lives_on(play):
+    bad = [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "bad_message"),
+        (json.dumps({"kind": "action"}), "bad_message"),
+        (json.dumps({"type": "fly"}), "unknown_type"),
+        (json.dumps({"type": "action", "move": 1, "pad": "x" * 5000}), "too_large"),
+        (json.dumps({"type": "action", "move": 9}), "bad_request"),  # 9 = uncertain: a label, not a key
+        (json.dumps({"type": "action", "view": -1}), "bad_request"),
+        (json.dumps({"type": "action", "interact": 2}), "bad_request"),  # vocab is none/use
+        (json.dumps({"type": "action", "move": "7"}), "bad_request"),
+        (json.dumps({"type": "action", "move": True}), "bad_request"),
+        (json.dumps({"type": "reset", "start": 3}), "bad_request"),
+    ]
+    with TestClient(app_for(play)) as client, client.websocket_connect("/ws") as ws:
+        opened(ws)
+        for text, code in bad:
+            ws.send_text(text)
+            reply = ws.receive_json()
+            assert reply["type"] == "error" and reply["code"] == code, (text[:40], reply)
+            assert reply["message"]
+        ws.send_bytes(b"\x00\x01")
+        assert ws.receive_json()["code"] == "bad_message"
+        ws.send_text(json.dumps({"type": "ping", "t": 42}))
+        assert ws.receive_json() == {"type": "pong", "t": 42, "frame": play["starts"].context - 1}
+        ok = act(ws)
+        assert ok["type"] == "frame" and ok["generated"] == 1 and ok["t"] == 1
+        assert ok["memory"] == "window" and ok["budget"] >= 1 and 0 < ok["fill"] <= 1
+        assert ok["latency_ms"] > 0 and ok["timing"]["generate_ms"] > 0
+
+
+def test_an_engine_failure_is_reported_and_the_tab_can_go_on(play, monkeypatch):
+    calls = []
+    real = Session.step_actions
+
+    def flaky(self, *a):
+        calls.append(1)
+        if len(calls) == 1:
+            raise IndexError("index out of range in self")
+        return real(self, *a)
+
+    monkeypatch.setattr(Session, "step_actions", flaky)
+    with TestClient(app_for(play)) as client, client.websocket_connect("/ws") as ws:
+        opened(ws)
+        err = act(ws)
+        assert err["type"] == "error" and err["code"] == "internal" and "IndexError" in err["message"]
+        ws.send_text(json.dumps({"type": "reset", "start": 0}))
+        assert ws.receive_json()["type"] == "frame"
+        assert act(ws)["generated"] == 1
+
+
+def test_reset_restarts_from_the_chosen_start(play):
+    starts = play["starts"]
+    with TestClient(app_for(play)) as client, client.websocket_connect("/ws") as ws:
+        _, first = opened(ws)
+        assert np.array_equal(decode(first["images"][0]), starts.frames[0, -1])  # PNG is lossless
+        for _ in range(2):
+            act(ws)
+        ws.send_text(json.dumps({"type": "reset", "start": 2}))
+        r = ws.receive_json()
+        assert r["type"] == "frame" and r["start"] == 2 and r["generated"] == 0
+        assert r["frame"] == starts.context - 1
+        assert np.array_equal(decode(r["images"][0]), starts.frames[2, -1])
+        assert act(ws)["generated"] == 1
+
+
+def test_download_returns_the_last_frames_as_mp4(play):
+    with TestClient(app_for(play)) as client, client.websocket_connect("/ws") as ws:
+        hello, _ = opened(ws)
+        for _ in range(7):
+            act(ws)
+        r = client.get("/download.mp4", params={"session": hello["session"]})
+        assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+        assert r.content[4:8] == b"ftyp"
+        path = play["model"].parent / "dl.mp4"
+        path.write_bytes(r.content)
+        video = imageio.mimread(path)
+        assert len(video) == 5  # bounded: the last max_log_frames frames
+        assert video[0].shape == (32 * 4, 32 * 4, 3)  # scaled x4
+        assert hello["download"].endswith(hello["session"])
+        assert client.get("/download.mp4", params={"session": "nope"}).status_code == 404
+    # the session is gone once its socket closes
+    assert client.get("/download.mp4", params={"session": hello["session"]}).status_code == 404
+
+
+def test_session_cap_and_idle_timeout(play):
+    with TestClient(app_for(play, max_sessions=2)) as client:
+        with client.websocket_connect("/ws") as a, client.websocket_connect("/ws") as b:
+            opened(a)
+            opened(b)
+            with client.websocket_connect("/ws") as c:
+                busy = c.receive_json()
+                assert busy["type"] == "error" and busy["code"] == "busy"
+            assert act(a)["type"] == "frame"
+        with client.websocket_connect("/ws") as d:  # room again once the others left
+            opened(d)
+            assert client.get("/info").json()["sessions"] == 1
+    with TestClient(app_for(play, idle_timeout_s=0.3)) as client, client.websocket_connect("/ws") as ws:
+        opened(ws)
+        assert ws.receive_json()["code"] == "idle"
+
+
+def test_page_and_chunked_actions(play):
+    cfg = SessionConfig(frames_per_action=2, max_log_frames=5)
+    with TestClient(app_for(play, session=cfg, image_format="jpeg")) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "<canvas" in page.text and "app.js" in page.text
+        assert client.get("/static/app.js").status_code == 200
+        with client.websocket_connect("/ws") as ws:
+            hello, _ = opened(ws)
+            assert hello["frames_per_action"] == 2 and hello["starts"] == play["starts"].names
+            r = act(ws)
+            assert r["format"] == "jpeg" and len(r["images"]) == 2 and r["generated"] == 2
+            assert decode(r["images"][1]).shape == (32, 32, 3)
+
+
+@pytest.mark.skipif("full" not in memory_names(), reason="the 'full' memory strategy is not built yet")
+def test_sources_name_the_past_frames_the_memory_reads(play):
+    factory = EngineFactory.load(str(play["model"]), "full", memory_cfg={"budget": 40})
+    s = Session(factory, play["starts"])
+    s.reset(0)
+    window = factory.template.window
+    assert s.status()["sources"] == []
+    for _ in range(window + 2):
+        s.step(7, 4, 0)
+    src = s.status()["sources"]
+    assert src and all(0 <= i < s.engine.index - (window - 1) for i in src)
+    st = s.status()
+    assert st["held"] >= len(src) and st["capacity"] >= st["held"] and st["budget"] == 40
+
+
+def test_sessions_share_weights_not_state(play):
+    factory = play["factory"]
+    a, b = Session(factory, play["starts"]), Session(factory, play["starts"])
+    assert a.engine.net is b.engine.net and a.engine.memory is not b.engine.memory
+    assert a.engine is not b.engine and a.engine.generator is not b.engine.generator
+
+
+def test_dead_reckoning_and_the_walk_come_back_to_the_start():
+    p = dead_reckon(np.zeros(5, np.float32), 7, 4, move_scale=10.0, turn_deg=15.0)  # forward, yaw 0
+    assert np.allclose(p, [10, 0, 0, 0, 0], atol=1e-5)
+    p = dead_reckon(np.zeros(5, np.float32), 4, 7, move_scale=10.0, turn_deg=15.0)  # turn right
+    assert np.allclose(p, [0, 0, 0, -15, 0])
+    p = dead_reckon(np.array([0, 0, 0, 90, 0], np.float32), 5, 4, 10.0, 15.0)  # strafe right facing +y
+    assert np.allclose(p, [10, 0, 0, 90, 0], atol=1e-5)
+    moves, views = walk_script(3 * loop_length(15.0), turn_deg=15.0)
+    pose, far = np.zeros(5, np.float32), 0.0
+    for m, v in zip(moves, views, strict=True):
+        pose = dead_reckon(pose, m, v, 10.0, 15.0)
+        far = max(far, float(np.hypot(pose[0], pose[1])))
+    assert far >= 100 and np.allclose(pose, 0, atol=1e-3)  # went away, came back, faces the same way
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+
+
+def test_starts_round_trip_and_checks(play, tmp_path):
+    starts = play["starts"]
+    assert len(starts) == 3 and starts.frames.shape == (3, 3, 32, 32, 3) and starts.context == 3
+    assert starts.meta["interact_vocab"] == ["none", "use"] and starts.meta["move_scale"] > 0
+    path = starts.save(tmp_path / "s.npz")
+    back = Starts.load(path)
+    assert np.array_equal(back.frames, starts.frames) and back.names == starts.names
+    assert all(np.array_equal(back.actions[k], starts.actions[k]) for k in starts.actions)
+    with pytest.raises(DataError, match="model generates"):
+        back.check_model((64, 64), {"move": 10, "view": 10, "interact": 2})
+    with pytest.raises(DataError, match=r"\[interact\].*out of the model's range"):
+        back.check_model((32, 32), {"move": 10, "view": 10, "interact": 1})
+    (tmp_path / "bad.npz").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="bad.npz"):
+        Starts.load(tmp_path / "bad.npz")
+
+
+def test_cli_make_starts_and_headless_walk(play, tmp_path, capsys):
+    out = tmp_path / "starts.npz"
+    assert main(["play", "--make-starts", str(play["data"]), "--model", str(play["model"]), "--out", str(out),
+                 "--count", "2", "--context", "2"]) == 0
+    assert Starts.load(out).frames.shape == (2, 2, 32, 32, 3)
+    video = tmp_path / "walk.mp4"
+    assert main(["play", "--headless", "--model", str(play["model"]), "--starts", str(out), "--frames", "9",
+                 "--frames-per-action", "2", "--out", str(video), "--scale", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "9 frames" in printed and "fps" in printed
+    assert len(imageio.mimread(video)) == 10  # the start frame + 9 generated
+    assert main(["play", "--headless", "--model", str(play["model"]), "--starts", str(out), "--frames", "3",
+                 "--frames-per-action", "5", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "frames_per_action" in capsys.readouterr().err
