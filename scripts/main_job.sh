@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The main job: collect a small revisit-dense ViZDoom dataset, validate it, print its statistics,
-# then let the shipped world model (checkpoints/doom-tiny-world) dream 300 frames from its first
-# frames and actions. (Will become `infworld play` once the play page lands.)
+# The main job: step inside the shipped world model (doom-tiny: tokenizer + memory-trained DiT +
+# its memory) in the browser. Open http://127.0.0.1:8000/ , click the picture, move with
+# W/A/S/D and the arrow keys. Ctrl-C stops the server.
+#
+#   scripts/main_job.sh             the play page (binds 127.0.0.1 only)
+#   scripts/main_job.sh --headless  no browser: a 1000-frame scripted walk that comes back to its
+#                                   start, written to out/walk.mp4, with the speed and revisit PSNR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-OUT=${OUT:-data/demo-doom}
-$BIN/infworld collect --env vizdoom --scenario my_way_home --policy revisit \
-    --episodes 2 --steps 300 --out "$OUT" --workers 2 --seed 0
-$BIN/infworld data validate "$OUT"
-$BIN/infworld data info "$OUT"
-$BIN/infworld rollout --model doom-tiny-world --episode "$OUT:0" --context 8 --frames 300 \
-    --memory window --out out/demo-rollout
-echo "video (generated | ground truth): out/demo-rollout/video.mp4"
+if [[ "${1:-}" == "--headless" ]]; then
+  $BIN/infworld play --headless --frames 1000 --out out/walk.mp4
+  echo "video: out/walk.mp4"
+else
+  echo "open http://127.0.0.1:8000/ in a browser (Ctrl-C to stop)"
+  $BIN/infworld play --no-browser
+fi
