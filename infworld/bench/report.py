@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from infworld.bench.elo import JUDGE
+from infworld.bench.plots import make_plots
 from infworld.data.episode import atomic_write_bytes
 
 NOT_RUN = "not run"
@@ -76,8 +76,9 @@ def _protocol_rows(variants: dict, protocol: str, cells: Callable[[dict], list[s
 
 
 def _memory_cells(r: dict) -> list[str]:
+    common = f"{_num(r.get('psnr_gt_common'))} / {_num(r.get('psnr_self_common'))}"
     return [str(r.get("events", NA)), _num(r.get("psnr_gt")), _num(r.get("ssim_gt"), 3),
-            _num(r.get("psnr_self")), _num(r.get("ssim_self"), 3),
+            _num(r.get("psnr_self")), _num(r.get("ssim_self"), 3), common,
             *_traj_cells(r.get("per_trajectory") or {})]
 
 
@@ -90,7 +91,8 @@ def _traj_cells(per: dict) -> list[str]:
 def _replay_cells(r: dict) -> list[str]:
     h = r.get("horizon") or []
     last = f"{_num((r.get('psnr') or [None])[-1])} dB at frame {h[-1]}" if h and r.get("psnr") else NA
-    return [_num(r.get("psnr_mean")), _num(r.get("ssim_mean"), 3), last, str(max(h) if h else NA)]
+    return [_num(r.get("psnr_mean")), _num(r.get("psnr_mean_common")), _num(r.get("ssim_mean"), 3), last,
+            str(max(h) if h else NA)]
 
 
 def _action_cells(r: dict) -> list[str]:
@@ -152,6 +154,13 @@ def _table(variants: dict, protocol: str, cells: Callable[[dict], list[str]], he
     return ("table", headers, _protocol_rows(variants, protocol, cells, headers))
 
 
+def _skipped(variants: dict) -> list[Block]:
+    """Trajectories a variant refused, with the reason (e.g. full past its budget)."""
+    lines = [f"{n}: {proto} / {traj}: {why}" for n, v in variants.items()
+             for proto, trajs in (v.get("skipped") or {}).items() for traj, why in (trajs or {}).items()]
+    return [("p", "Skipped:"), ("ul", lines)] if lines else []
+
+
 def _summary_section(variants: dict) -> list[Block]:
     mem = []
     for n, v in variants.items():
@@ -164,10 +173,12 @@ def _summary_section(variants: dict) -> list[Block]:
         ("p", "At each return to an earlier place: PSNR/SSIM of the generated frame against ground truth at "
               "that pose (gt), and against the model's own frame from the first visit (self)."),
         _table(variants, "revisit", _memory_cells, ["variant", "events", "PSNR gt", "SSIM gt", "PSNR self",
-                                                     "SSIM self", "trajectories", "PSNR gt range"]),
+                                                     "SSIM self", "PSNR gt / self, shared trajectories",
+                                                     "trajectories", "PSNR gt range"]),
         ("h", 3, "Replay fidelity (compounding error)"),
         _table(variants, "replay", _replay_cells,
-               ["variant", "PSNR mean", "SSIM mean", "last frame", "horizon"]),
+               ["variant", "PSNR mean", "PSNR mean, shared trajectories", "SSIM mean", "last frame",
+                "horizon"]),
         ("h", 3, "Action control"),
         ("p", "An inverse-dynamics model (IDM) reads the action back from consecutive generated frames; "
               "'on real' is its accuracy on real frames, the ceiling. The gap is PSNR with the true actions "
@@ -182,7 +193,13 @@ def _summary_section(variants: dict) -> list[Block]:
               "scores."),
         _table(variants, "distribution", _dist_cells, ["variant", "FD ours", "KID ours", "FID Inception",
                                                        "dynamic degree proxy", "motion smoothness proxy"]),
+        ("p", "'Shared trajectories' averages only over the trajectories every variant completed (a "
+              "variant such as full refuses trajectories longer than its budget): compare on those columns."),
+        *_skipped(variants),
         ("h", 3, "Speed and footprint"),
+        ("p", "State bytes = the engine's KV cache plus what the memory strategy holds "
+              "(WorldModel.state_nbytes()); see speed.state_bytes_method in results.json for how they were "
+              "measured."),
         _table(variants, "speed", _speed_cells,
                ["variant", "FPS", "latency p50 ms", "latency p95 ms", "peak RSS MB",
                 *(f"state @ {k} frames" for k in STATE_FRAMES)]),
@@ -301,82 +318,6 @@ def render_html(blocks: list[Block], out_dir: Path) -> str:
     title = e(blocks[0][2]) if blocks and blocks[0][0] == "h" else "infworld bench"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def _save(fig: Any, path: Path) -> None:
-    """A matplotlib Figure written atomically as PNG (no pyplot: nothing global, no display needed)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
-
-
-def _curves(ax: Any, variants: dict, protocol: str, xkey: str, ykey: str, ylabel: str) -> bool:
-    drawn = False
-    for i, (name, v) in enumerate(variants.items()):  # colour C{i} = one variant in every plot
-        block = v.get(protocol) or {}
-        xs, ys = block.get(xkey) or [], block.get(ykey) or []
-        pts = [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="." if len(pts) < 40 else None, label=name, color=f"C{i}")
-            drawn = True
-    ax.set_xlabel("frames generated (horizon)")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=8)
-    return drawn
-
-
-def make_plots(results: dict, plots_dir: Path) -> tuple[list[tuple[Path, str]], str | None]:
-    """PNG plots of replay PSNR/SSIM vs horizon, FD vs horizon, and state bytes; ([(path, caption)], note).
-
-    Plots without data are skipped; without matplotlib there are none, and the note says why.
-    """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return [], "No plots: matplotlib is not installed (pip install matplotlib)."
-    variants = results.get("variants") or {}
-    made: list[tuple[Path, str]] = []
-
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    a1, a2 = fig.subplots(1, 2)
-    if _curves(a1, variants, "replay", "horizon", "psnr", "PSNR vs ground truth (dB)") | \
-            _curves(a2, variants, "replay", "horizon", "ssim", "SSIM vs ground truth"):
-        fig.suptitle("Replay fidelity over horizon (true actions, ground-truth context)")
-        made.append((plots_dir / "replay_fidelity.png",
-                     "Replay PSNR and SSIM against ground truth vs horizon"))
-        _save(fig, made[-1][0])
-
-    has_fid = any(_get(v, "distribution", "fid_inception") for v in variants.values())
-    fig = Figure(figsize=(10 if has_fid else 5.5, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2) if has_fid else [fig.subplots()]
-    drawn = _curves(axes[0], variants, "distribution", "horizons", "fd_ours", "FD ours (tokenizer features)")
-    if has_fid:
-        drawn |= _curves(axes[1], variants, "distribution", "horizons", "fid_inception", "FID (Inception)")
-    if drawn:
-        fig.suptitle("Frechet distance to ground-truth frames vs horizon")
-        made.append((plots_dir / "fd_horizon.png",
-                     "Frechet distance (our tokenizer's features; not FID) vs horizon"))
-        _save(fig, made[-1][0])
-
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
-    ax = fig.subplots()
-    drawn = False
-    for i, (name, v) in enumerate(variants.items()):
-        sb = _get(v, "speed", "state_bytes") or {}
-        pts = sorted((int(k), b) for k, b in sb.items() if b)
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", label=name, color=f"C{i}")
-            drawn = True
-    if drawn:
-        ax.set(xscale="log", yscale="log", xlabel="frames generated", ylabel="memory state (bytes)",
-               title="Memory state size")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        made.append((plots_dir / "state_bytes.png", "Memory state bytes vs frames generated (log-log)"))
-        _save(fig, made[-1][0])
-    return made, None
 
 
 def write_report(results: dict, out_dir: Path,
