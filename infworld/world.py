@@ -151,7 +151,11 @@ class WorldModel:
                                   f"{sorted(sampler_keys | rollout_keys)}")
             setattr(sampler if key in sampler_keys else rollout, key, value)
         if isinstance(memory, str):
-            settings = dict(mc.get("memory", {}).get(memory, {}))  # the settings it was trained with
+            trained = mc.get("memory") or {}
+            settings = dict(trained.get(memory, {}))  # the settings it was trained with
+            if memory not in trained and "plain" in _init_params(memory):
+                # never trained with this memory: stored frames go in as ordinary context frames
+                settings["plain"] = True
             settings.update(memory_cfg or {})
             if memory == "window":
                 settings.setdefault("budget", int(mc.get("window") or net.dit.cfg.max_frames))

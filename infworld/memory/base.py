@@ -119,9 +119,20 @@ class Memory(ABC):
         trained). Strategies without learned parts ignore it."""
         return None
 
+    plain: bool = False  # strategies with a ``plain`` setting: stored frames shown as ordinary frames
+
     def frame_kinds(self) -> set[int]:
         """Frame-kind ids :meth:`read` uses (the DiT must have embeddings for them)."""
-        return {MEMORY_KIND}
+        return set() if self.plain else {MEMORY_KIND}
+
+    def present(self, ctx: MemoryContext | None) -> MemoryContext | None:
+        """Apply the ``plain`` setting: stored raw frames enter the DiT as ordinary earlier frames
+        (frame kind 0, no pose features), as a model never trained with memory sees its context
+        (VRAG concatenates retrieved frames this way). Otherwise unchanged."""
+        if ctx is not None and self.plain:
+            ctx.kinds = torch.zeros_like(ctx.kinds) if ctx.kinds is not None else None
+            ctx.poses = None
+        return ctx
 
     def reference_pose(self) -> torch.Tensor | None:
         """(B, 5) the memory's own estimate of the current camera (e.g. dead-reckoned from actions),

@@ -21,8 +21,11 @@ class FullMemory(Memory):
 
     name = "full"
 
-    def __init__(self, budget: int = 48, local_window: int = 16):
+    def __init__(self, budget: int = 48, local_window: int = 16, plain: bool = False):
         super().__init__(budget)
+        if not isinstance(plain, bool):
+            raise MemoryConfigError(f"memory 'full': plain must be true or false, got {plain!r}")
+        self.plain = plain
         if local_window < 1:
             raise MemoryConfigError(f"memory 'full': local_window must be >= 1, got {local_window}")
         self._local = local_window
@@ -59,7 +62,7 @@ class FullMemory(Memory):
         m = ctx.latents.shape[1]
         ctx.positions = slot_positions(m, self._local)
         ctx.kinds = torch.full(ctx.latents.shape[:2], MEMORY_KIND, dtype=torch.long)
-        return ctx
+        return self.present(ctx)
 
     def nbytes(self) -> int:
         return self.store.nbytes()

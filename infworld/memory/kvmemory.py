@@ -141,6 +141,12 @@ def oldest_first_context(store: FrameStore, slots: torch.Tensor, valid: torch.Te
     return ctx
 
 
+def _check_bool(strategy: str, name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise MemoryConfigError(f"memory {strategy!r}: {name} must be true or false, got {value!r}")
+    return value
+
+
 def check_int(strategy: str, name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise MemoryConfigError(f"memory {strategy!r}: {name} must be an int >= {low}, got {value!r}")
@@ -194,7 +200,8 @@ class KVMemory(Memory):
 
     def __init__(self, budget: int = 8, local_window: int = 16, anchors: int = 1, pool: int = 64,
                  gate: float = 1.1, min_overlap: float = 0.05, fov_deg: float = 90.0,
-                 pose_scale: float = 256.0, angle_weight: float = 1.0, poses: str = "given"):
+                 pose_scale: float = 256.0, angle_weight: float = 1.0, poses: str = "given",
+                 plain: bool = False):
         super().__init__(budget)
         n = self.name
         self._local = check_int(n, "local_window", local_window, 1)
@@ -209,6 +216,7 @@ class KVMemory(Memory):
         self.pose_scale = check_float(n, "pose_scale", pose_scale, 0.0, low_open=True)
         self.angle_weight = check_float(n, "angle_weight", angle_weight, 0.0)
         self.tracker = PoseTracker(poses, n)
+        self.plain = _check_bool(n, "plain", plain)
         self.store = FrameStore(self.anchors + self.pool)  # slots [0, anchors) anchors, then the pool
         self.window = WindowBuffer(self._local - 1)
         self.seen = 0  # frames that left the local window since reset
@@ -331,7 +339,7 @@ class KVMemory(Memory):
             # the engine's poses live in another frame than the dead-reckoned ones: withhold them
             ctx.poses = torch.full_like(ctx.poses, float("nan"))
         self.last_sources = ctx.sources.clone()
-        return ctx
+        return self.present(ctx)
 
     def nbytes(self) -> int:
         extra = sum(t.numel() * t.element_size() for t in (self.offered, self.accepted, self.tracker.current)

@@ -25,7 +25,14 @@ from infworld.errors import MemoryConfigError
 from infworld.memory.base import Memory, MemoryContext
 from infworld.memory.deadreckon import PoseTracker
 from infworld.memory.geometry import pose_distance
-from infworld.memory.kvmemory import Frames, WindowBuffer, check_float, check_int, oldest_first_context
+from infworld.memory.kvmemory import (
+    Frames,
+    WindowBuffer,
+    _check_bool,
+    check_float,
+    check_int,
+    oldest_first_context,
+)
 from infworld.memory.store import FrameStore
 
 
@@ -40,7 +47,8 @@ class VRAGMemory(Memory):
     name = "vrag"
 
     def __init__(self, budget: int = 8, local_window: int = 16, capacity: int = 1024,
-                 pose_scale: float = 256.0, angle_weight: float = 1.0, poses: str = "given"):
+                 pose_scale: float = 256.0, angle_weight: float = 1.0, poses: str = "given",
+                 plain: bool = False):
         super().__init__(budget)
         n = self.name
         self._local = check_int(n, "local_window", local_window, 1)
@@ -50,6 +58,7 @@ class VRAGMemory(Memory):
         self.pose_scale = check_float(n, "pose_scale", pose_scale, 0.0, low_open=True)
         self.angle_weight = check_float(n, "angle_weight", angle_weight, 0.0)
         self.tracker = PoseTracker(poses, n)
+        self.plain = _check_bool(n, "plain", plain)
         self.store = FrameStore(self.capacity)
         self.window = WindowBuffer(self._local - 1)
         self.count = 0  # filled slots (every row stores every frame, so the same for all rows)
@@ -162,7 +171,7 @@ class VRAGMemory(Memory):
             # the engine's poses live in another frame than the dead-reckoned ones: withhold them
             ctx.poses = torch.full_like(ctx.poses, float("nan"))
         self.last_sources = ctx.sources.clone()
-        return ctx
+        return self.present(ctx)
 
     def nbytes(self) -> int:
         extra = sum(t.numel() * t.element_size() for t in (self.nn_dist, self.nn_slot, self.tracker.current)

@@ -1,14 +1,17 @@
 """The shipped default world model and memory, and the short names they go by.
 
 ``doom-tiny`` is the name people and agents use (``infworld.make_env("doom-tiny")``, ``infworld play``);
-it points at the exported model under ``checkpoints/``. The lead switches ``DEFAULT_MODEL`` /
-``DEFAULT_MEMORY`` to the memory-trained model once the benchmark picks it.
+it points at the exported model under ``checkpoints/`` and the memory strategy the benchmark found
+best with it: ``doom-tiny-world`` with ``vrag`` retrieval (stored frames as plain context; 17.8 dB
+revisit PSNR against 16.1 for the window and 18.3 for the full-history oracle on doom-v1, see
+benchmarks/results/bench/ and issue #4's note). The memory-trained ``doom-tiny-mem`` (with HPMC) is
+the alternative: ``infworld play --model doom-tiny-mem --memory hpmc``.
 """
 
 from __future__ import annotations
 
 DEFAULT_MODEL = "doom-tiny-world"
-DEFAULT_MEMORY = "window"
+DEFAULT_MEMORY = "vrag"
 
 # alias -> (model name or path, memory strategy)
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
