@@ -1,6 +1,6 @@
 """WorldScape's three-level KV memory: permanent anchors, a gated global pool, the local window.
 
-WorldScape (technical report; /work/shared/DESIGN.md) keeps three levels of past frames:
+WorldScape (technical report) keeps three levels of past frames:
 
 1. **anchors**: the first frames of the rollout, permanent and always read;
 2. a **global pool** of past frames, retrieved by a **geometric similarity score** between the
