@@ -145,3 +145,15 @@ def test_init_from_grows_tables_and_keeps_weights(data_root, tmp_path):
     assert "dit.kind_embed.weight" in report["partial"] and "dit.pose_embed.weight" in report["new"]
     assert torch.equal(net.dit.kind_embed.weight[:2], src.dit.kind_embed.weight)
     assert torch.equal(net.dit.blocks[0].attn.qkv.weight, src.dit.blocks[0].attn.qkv.weight)
+
+
+def test_training_memory_positions_match_streaming(data_root):
+    """Memory slots end right before the clip, as they end right before the oldest cached frame when
+    streaming (the engine's shift), whatever the strategy's local window."""
+    from infworld.train.tasks.memory_train import training_context
+
+    memory = make_memory("full", budget=6, local_window=6)
+    x0 = torch.randn(2, 12, 4, 4, 4)
+    acts = {k: torch.zeros(2, 12, dtype=torch.long) for k in ("move", "view", "interact")}
+    ctx, _ = training_context(memory, None, x0, acts, None, history=6, ref_index=8)
+    assert ctx.num_frames == 6 and torch.equal(ctx.positions, torch.arange(-6.0, 0.0))

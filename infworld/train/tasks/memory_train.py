@@ -116,4 +116,7 @@ def training_context(memory: Memory, module: nn.Module | None, x0: torch.Tensor,
     ctx = memory.read(history + memory.local_window - 1, ref)
     if ctx is None or ctx.num_frames == 0:
         return None, ref
+    # Streaming measures positions from the oldest cached frame, so the memory slots end right
+    # before it (world.py adds that shift); here the clip's first frame plays that role.
+    ctx.positions = ctx.positions + float(memory.local_window - 1)
     return ctx.to(x0.device), ref
