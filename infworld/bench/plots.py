@@ -13,7 +13,8 @@ from typing import Any
 from infworld.data.episode import atomic_write_bytes
 
 
-def _get(d: Any, *keys: str) -> Any:
+def get_path(d: Any, *keys: str) -> Any:
+    """``d[k1][k2]...`` or None where a key is missing (results sections may be absent)."""
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return None
@@ -66,7 +67,7 @@ def make_plots(results: dict, plots_dir: Path) -> tuple[list[tuple[Path, str]], 
                      "Replay PSNR and SSIM against ground truth vs horizon"))
         _save(fig, made[-1][0])
 
-    has_fid = any(_get(v, "distribution", "fid_inception") for v in variants.values())
+    has_fid = any(get_path(v, "distribution", "fid_inception") for v in variants.values())
     fig = Figure(figsize=(10 if has_fid else 5.5, 3.6), layout="constrained")
     axes = fig.subplots(1, 2) if has_fid else [fig.subplots()]
     drawn = _curves(axes[0], variants, "distribution", "horizons", "fd_ours", "FD ours (tokenizer features)")
@@ -82,7 +83,7 @@ def make_plots(results: dict, plots_dir: Path) -> tuple[list[tuple[Path, str]], 
     ax = fig.subplots()
     drawn = False
     for i, (name, v) in enumerate(variants.items()):
-        sb = _get(v, "speed", "state_bytes") or {}
+        sb = get_path(v, "speed", "state_bytes") or {}
         pts = sorted((int(k), b) for k, b in sb.items() if b)
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=name, color=f"C{i}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from infworld.bench.elo import JUDGE
+from infworld.bench.plots import get_path as _get
 from infworld.bench.plots import make_plots
 from infworld.data.episode import atomic_write_bytes
 
@@ -49,14 +50,6 @@ def _bytes(n: Any) -> str:
 
 def _pct(x: Any) -> str:
     return NA if x is None else f"{100.0 * x:.1f}%"
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
 
 
 def _per_horizon(horizons: list[int] | None, values: list[float] | None, digits: int = 2) -> str:
