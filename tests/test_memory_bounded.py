@@ -35,7 +35,7 @@ def tiny_net() -> WorldNet:
 SETTINGS = {
     "window": {"budget": WINDOW},
     "kv": {"budget": 4, "local_window": WINDOW, "pool": 32},
-    "vrag": {"budget": 4, "local_window": WINDOW, "capacity": 256},
+    "vrag": {"budget": 4, "local_window": WINDOW, "capacity": 64},  # full (steady state) before frame 100
     "hpmc": {"budget": 6, "local_window": WINDOW},
 }
 
