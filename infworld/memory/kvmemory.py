@@ -163,7 +163,26 @@ def check_float(strategy: str, name: str, value: object, low: float, high: float
     return float(value)
 
 
-class KVMemory(Memory):
+class PosedFrameMemory(Memory):
+    """Shared parts of the raw-frame, pose-based strategies (kv, vrag): the engine's local window,
+    a :class:`~infworld.memory.deadreckon.PoseTracker` (``self.tracker``) and ``budget`` frames
+    per read. Subclasses set ``self._local`` and ``self.tracker``."""
+
+    _local: int
+
+    @property
+    def local_window(self) -> int:
+        return self._local
+
+    @property
+    def needs_poses(self) -> bool:
+        return self.tracker.needs_poses
+
+    def max_context(self) -> int:
+        return self.budget
+
+
+class KVMemory(PosedFrameMemory):
     """WorldScape's three-level memory (module docstring); ``budget`` = frames returned per read.
 
     Settings: ``anchors`` first frames kept for ever and always read; ``pool`` global-pool capacity;
@@ -223,17 +242,6 @@ class KVMemory(Memory):
         self.offered: torch.Tensor | None = None  # (B,) frames offered to the pool gate
         self.accepted: torch.Tensor | None = None  # (B,) frames the gate let in
         self.last_sources: torch.Tensor | None = None  # (B, M) frame indices of the last read
-
-    @property
-    def local_window(self) -> int:
-        return self._local
-
-    @property
-    def needs_poses(self) -> bool:
-        return self.tracker.needs_poses
-
-    def max_context(self) -> int:
-        return self.budget
 
     def reset(self) -> None:
         self.store.clear()

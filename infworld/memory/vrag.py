@@ -22,11 +22,12 @@ import math
 import torch
 
 from infworld.errors import MemoryConfigError
-from infworld.memory.base import Memory, MemoryContext
+from infworld.memory.base import MemoryContext
 from infworld.memory.deadreckon import PoseTracker
 from infworld.memory.geometry import pose_distance
 from infworld.memory.kvmemory import (
     Frames,
+    PosedFrameMemory,
     WindowBuffer,
     _check_bool,
     check_float,
@@ -36,7 +37,7 @@ from infworld.memory.kvmemory import (
 from infworld.memory.store import FrameStore
 
 
-class VRAGMemory(Memory):
+class VRAGMemory(PosedFrameMemory):
     """State-based retrieval (module docstring); ``budget`` = top-k frames returned per read.
 
     Settings: ``capacity`` stored frames per row (preallocated); ``pose_scale``/``angle_weight``
@@ -65,17 +66,6 @@ class VRAGMemory(Memory):
         self.nn_dist: torch.Tensor | None = None  # (B, cap) state distance to the nearest other frame
         self.nn_slot: torch.Tensor | None = None  # (B, cap) slot of that frame (-1 = none)
         self.last_sources: torch.Tensor | None = None  # (B, M) frame indices of the last read
-
-    @property
-    def local_window(self) -> int:
-        return self._local
-
-    @property
-    def needs_poses(self) -> bool:
-        return self.tracker.needs_poses
-
-    def max_context(self) -> int:
-        return self.budget
 
     def reset(self) -> None:
         self.store.clear()
