@@ -67,6 +67,8 @@ def test_bounded_memory_is_flat_over_10000_frames(name):
                     nbytes[mark] = world.state_nbytes()
     assert world.index >= FRAMES
     assert len(set(nbytes.values())) == 1, nbytes  # bytes held: exactly flat
-    early = float(np.median(secs[25:250]))  # chunks around frames 100..1000
-    late = float(np.median(secs[-225:]))  # the last ~900 frames before 10,000
+    # Other work on the machine only ever adds time, so the cost of a chunk is read as a low
+    # percentile of each span (a median still moved by >10% when a neighbour ran for a while).
+    early = float(np.percentile(secs[25:250], 20))  # chunks around frames 100..1000
+    late = float(np.percentile(secs[-225:], 20))  # the last ~900 frames before 10,000
     assert late <= 1.10 * early, (early, late)
