@@ -43,13 +43,22 @@ from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
 @dataclass
 class RolloutConfig:
     """How the engine generates: frames per chunk, sampler, cache on/off (off = full recompute,
-    unbounded, for reference only), cache dtype and the noise seed."""
+    unbounded, for reference only), cache dtype, the noise seed, and ``context_noise``: the noise
+    level at which finished frames enter the context (GameNGen's context noise augmentation at
+    inference; the model must be trained with ``forcing.context_noise`` >= it)."""
 
     chunk: int = 4
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     use_cache: bool = True
     cache_dtype: str = "float32"
     seed: int = 0
+    context_noise: float = 0.0
+
+    def check(self) -> None:
+        self.sampler.check()
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ConfigError(f"rollout context_noise: expected a noise level in 0..1 (exclusive), got "
+                              f"{self.context_noise}")
 
 
 def frames_to_float(frames: Any, size: tuple[int, int]) -> torch.Tensor:
@@ -88,7 +97,7 @@ class WorldModel:
         self.dit = net.dit
         self.device = torch.device(device)
         self.config = cfg = config or RolloutConfig()
-        cfg.sampler.check()
+        cfg.check()
         dcfg = self.dit.cfg
         self.memory = memory if memory is not None else make_memory("window", budget=dcfg.max_frames)
         self.window = self.memory.local_window
@@ -118,6 +127,7 @@ class WorldModel:
         self._history: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # use_cache=False only
         self._prefix: tuple[int, PastKV | None] | None = None  # memory context of the next chunk
         self._last_pose: torch.Tensor | None = None
+        self._prev: torch.Tensor | None = None  # (B, 1, C, h, w) the last context frame, as cached
         self.last_latents: torch.Tensor | None = None
         self.last_context: MemoryContext | None = None  # what the memory returned for the last chunk
 
@@ -140,7 +150,8 @@ class WorldModel:
             raise CheckpointError(f"{name_or_path}: is a {task!r} model, expected a 'world' model")
         mc = net.model_config
         sampler = build_dataclass(SamplerConfig, mc.get("sampler", {}), "model_config.sampler")
-        rollout = RolloutConfig(chunk=int(mc.get("chunk", 4)), sampler=sampler)
+        rollout = RolloutConfig(chunk=int(mc.get("chunk", 4)), sampler=sampler,
+                                context_noise=float(mc.get("context_noise", 0.0)))
         sampler_keys = {f.name for f in dataclasses.fields(SamplerConfig)}
         rollout_keys = {f.name for f in dataclasses.fields(RolloutConfig)} - {"sampler"}
         for key, value in overrides.items():
@@ -182,6 +193,7 @@ class WorldModel:
         self._history = None
         self._prefix = None
         self._last_pose = None
+        self._prev = None
         self.memory.reset()
         if self.config.use_cache:
             n_max = max(self.config.chunk, 1)
@@ -329,14 +341,18 @@ class WorldModel:
         pos = torch.arange(self.index, self.index + n, device=self.device).float() - base  # (n,)
         hist = self._history
 
+        prev, prev_t = self._prev, self._prev_level()
+
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             tt = t.reshape(1, 1).expand(self.batch, n).to(x.dtype)  # (B, n): one level for the chunk
             if hist is None:
-                return self.dit(x, tt, acts, positions=pos, past=past, window=self.window)
-            # Reference path: recompute the whole history (clean, t = 0) followed by the chunk.
+                return self.dit(x, tt, acts, positions=pos, past=past, window=self.window, prev=prev,
+                                prev_t=prev_t)
+            # Reference path: recompute the whole history (context level, as cached) and the chunk.
             h_lat, h_act = hist
             full = torch.cat([h_lat, x], dim=1)
-            t_full = torch.cat([torch.zeros(h_lat.shape[:2], device=x.device), tt], dim=1)
+            t_full = torch.cat([torch.full(h_lat.shape[:2], self.config.context_noise, device=x.device), tt],
+                               dim=1)
             a_full = {k: torch.cat([h_act[k], acts[k]], dim=1) for k in acts}
             p_full = torch.arange(full.shape[1], device=x.device).float()
             return self.dit(full, t_full, a_full, positions=p_full, past=past, window=self.window)[:, -n:]
@@ -350,6 +366,20 @@ class WorldModel:
         cond = self._velocity(acts, n)
         uncond = self._velocity(null_like(acts), n) if self.config.sampler.cfg_scale != 1.0 else None
         return sample(self.config.sampler, cond, noise.to(self.device), uncond, self.generator)
+
+    def _prev_level(self) -> torch.Tensor | None:
+        """(B, 1) noise level of ``self._prev`` (None before the first frame)."""
+        if self._prev is None:
+            return None
+        return torch.full((self.batch, 1), self.config.context_noise, device=self.device)
+
+    def _context_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Finished frames as they enter the context: noised to ``context_noise`` when it is set."""
+        s = self.config.context_noise
+        if s <= 0:
+            return latents
+        eps = torch.randn(latents.shape, generator=self.generator).to(latents.device, latents.dtype)
+        return (1.0 - s) * latents + s * eps  # rectified-flow interpolation at level s
 
     @torch.no_grad()
     def _observe_latents(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], poses: Any) -> None:
@@ -366,19 +396,22 @@ class WorldModel:
         """Add clean frames to the context: cache their t = 0 keys/values (or the history), then memory."""
         n = latents.shape[1]
         p = poses if checked else self._poses(poses, n)
+        ctx_lat = self._context_latents(latents)
         if self.config.use_cache:
             base, past = self._context()
             pos = torch.arange(self.index, self.index + n, device=self.device).float() - base
-            t0 = torch.zeros(self.batch, n, device=self.device)
-            _, kv = self.dit(latents, t0, acts, positions=pos, past=past, window=self.window, return_kv=True)
+            t0 = torch.full((self.batch, n), self.config.context_noise, device=self.device)
+            _, kv = self.dit(ctx_lat, t0, acts, positions=pos, past=past, window=self.window, return_kv=True,
+                             prev=self._prev, prev_t=self._prev_level())
             self.cache.append(kv, range(self.index, self.index + n))
             self.cache.evict(self.window - 1)
         elif self._history is None:
-            self._history = (latents, dict(acts))
+            self._history = (ctx_lat, dict(acts))
         else:
             h_lat, h_act = self._history
             acts_all = {k: torch.cat([h_act[k], acts[k]], 1) for k in acts}
-            self._history = (torch.cat([h_lat, latents], 1), acts_all)
+            self._history = (torch.cat([h_lat, ctx_lat], 1), acts_all)
+        self._prev = ctx_lat[:, -1:]
         self.memory.write(latents, acts, p, self.index)
         if p is not None:
             self._last_pose = p[:, -1]

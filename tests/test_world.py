@@ -96,7 +96,9 @@ def test_evaluate_and_export_round_trip(data_root):
     task = task_for(data_root)
     net = task.build_model()
     metrics = task.evaluate(net, max_batches=1)
-    assert set(metrics) == {"loss", "next_frame_psnr"} and 0 < metrics["next_frame_psnr"] <= 100
+    assert set(metrics) == {"loss", "loss_shuffled_actions", "action_gap", "next_frame_psnr"}
+    assert 0 < metrics["next_frame_psnr"] <= 100
+    assert metrics["action_gap"] == pytest.approx(metrics["loss_shuffled_actions"] / metrics["loss"] - 1)
     rebuilt = WorldTask.build_inference_model(task.export_config())
     rebuilt.load_state_dict(net.state_dict())
     batch = first_batch(task)

@@ -6,9 +6,9 @@ clean, partly noisy or pure noise. VRAG (arXiv 2505.21996) trains its retrieval 
 same way. We mix two regimes per clip:
 
 * independent (probability ``1 - prefix_prob``): t_f drawn i.i.d. for every frame f, loss on all;
-* clean prefix (probability ``prefix_prob``): frames 0..P-1 are clean context (t = 0, no loss) and
-  the rest share one noise level, which is exactly what streaming inference does (a chunk at one
-  t after cached clean frames, see infworld/world.py).
+* clean prefix (probability ``prefix_prob``): frames 0..P-1 are clean context (t = 0, or a small
+  level with ``context_noise``; no loss) and the rest share one noise level, which is exactly what
+  streaming inference does (a chunk at one t after cached context frames, see infworld/world.py).
 
 Loss: rectified-flow velocity regression ||v_theta(x_t, t) - (eps - x_0)||^2 (flow.py), averaged over
 the frames that carry loss. Classifier-free guidance dropout nulls all actions of a clip with
@@ -36,9 +36,13 @@ class ForcingConfig:
     prefix_prob: float = 0.5
     min_prefix: int = 1
     cfg_dropout: float = 0.1
+    # Context noise augmentation (GameNGen, Valevski et al. 2024, Sec. 3.2.1; DIAMOND's CS:GO model):
+    # clean-prefix frames are noised to a level drawn uniformly in 0..context_noise per clip and the
+    # network is told that level, so at inference it tolerates its own imperfect past frames.
+    context_noise: float = 0.0
 
     def check(self) -> None:
-        for name in ("prefix_prob", "cfg_dropout"):
+        for name in ("prefix_prob", "cfg_dropout", "context_noise"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 value = getattr(self, name)
                 raise ConfigError(f"forcing.{name}: expected a probability in 0..1, got {value}")
@@ -66,7 +70,10 @@ def forcing_noise_levels(batch: int, frames: int, flow: FlowConfig, cfg: Forcing
         t_chunk = sample_t((batch,), flow, generator, device)  # one level for the noisy part
         ctx = use_prefix[:, None] & (torch.arange(frames, device=device)[None, :] < plen[:, None])  # (B, F)
         t = torch.where(use_prefix[:, None], t_chunk[:, None].expand(-1, frames), t)
-        t = torch.where(ctx, torch.zeros_like(t), t)
+        t_ctx = torch.zeros_like(t_chunk)
+        if cfg.context_noise > 0:
+            t_ctx = _rand((batch,), generator, device) * cfg.context_noise  # (B,)
+        t = torch.where(ctx, t_ctx[:, None].expand(-1, frames), t)
         loss_mask = ~ctx
     return t, loss_mask
 

@@ -41,6 +41,8 @@ class SamplerConfig:
             raise ConfigError(f"sampler.steps: expected >= 1, got {self.steps}")
         if self.shift <= 0:
             raise ConfigError(f"sampler.shift: expected > 0, got {self.shift}")
+        if self.cfg_scale < 0:
+            raise ConfigError(f"sampler.cfg_scale: expected >= 0 (1 = no guidance), got {self.cfg_scale}")
         if not 0.0 <= self.eta <= 1.0:
             raise ConfigError(f"sampler.eta: expected 0..1, got {self.eta}")
 

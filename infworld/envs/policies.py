@@ -2,7 +2,8 @@
 
 Long-horizon memory is only learnable from trajectories that come back to places already seen
 (Infinite-World, arXiv 2602.02393, Sec. 3.4 "revisit-dense finetuning"; VRAG, arXiv 2505.21996,
-retrieves past frames by pose). Three policies make such data from any :class:`Env`:
+retrieves past frames by pose). Three policies make such data from any :class:`Env` (a fourth,
+``diverse``, in diverse_policy.py, makes action-diverse data for action following):
 
 * ``random``: sticky random commands with momentum (each kept for a random duration).
 * ``explore``: walks forward, turns away from walls (depth buffer ahead, or a position stall when
@@ -60,6 +61,8 @@ class PolicyConfig:
     rewind_prob: float = 0.85  # revisit: share of returns that keep the old headings (views repeat)
     replay_prob: float = 0.8  # revisit: share of out-and-backs that walk the leg out once more
     segment_weights: tuple[float, ...] = (0.05, 0.3, 0.15, 0.1, 0.4)  # order of _SEGMENTS
+    explore_share: float = 0.3  # diverse: share of segments that explore instead of random commands
+    diverse_hold: int = 4  # diverse: a random command is kept for 1..diverse_hold steps
 
     def validate(self) -> None:
         if not 1 <= self.min_hold <= self.max_hold:
@@ -68,7 +71,9 @@ class PolicyConfig:
         if not 1 <= self.segment_min <= self.segment_max:
             raise EnvError(f"policy segment_min/segment_max must satisfy 1 <= min <= max, got "
                            f"{self.segment_min}/{self.segment_max}")
-        for name in ("interact_prob", "look_prob", "rewind_prob", "replay_prob"):
+        if self.diverse_hold < 1:
+            raise EnvError(f"policy diverse_hold must be >= 1, got {self.diverse_hold}")
+        for name in ("interact_prob", "look_prob", "rewind_prob", "replay_prob", "explore_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise EnvError(f"policy {name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.segment_weights) != len(_SEGMENTS) or min(self.segment_weights) < 0 \
@@ -313,7 +318,7 @@ class ExplorePolicy(Policy):
         return headings[int(np.argmin(scores))]
 
 
-POLICIES: tuple[str, ...] = ("random", "explore", "revisit")
+POLICIES: tuple[str, ...] = ("random", "explore", "revisit", "diverse")
 
 
 def make_policy(name: str, spec: EnvSpec, seed: int, config: PolicyConfig | None = None) -> Policy:
@@ -324,4 +329,8 @@ def make_policy(name: str, spec: EnvSpec, seed: int, config: PolicyConfig | None
         from infworld.envs.revisit_policy import RevisitPolicy
 
         return RevisitPolicy(spec, seed, config)
+    if name == "diverse":
+        from infworld.envs.diverse_policy import DiversePolicy
+
+        return DiversePolicy(spec, seed, config)
     return {"random": RandomPolicy, "explore": ExplorePolicy}[name](spec, seed, config)

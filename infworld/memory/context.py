@@ -65,6 +65,8 @@ def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor
         else:
             kw["poses"] = torch.full((b, m, dit.cfg.pose_dim), float("nan"), device=dev)
     valid = ctx.valid.to(dev) if ctx.valid is not None else None
-    _, kv = dit(lat, t0, acts, positions=pos, kinds=kinds, return_kv=True, key_valid=valid, **kw)
+    # chain=False: memory frames are not consecutive in time, none is shown its list neighbour as the
+    # previous frame of the conv path (models/latent_conv.py)
+    _, kv = dit(lat, t0, acts, positions=pos, kinds=kinds, return_kv=True, key_valid=valid, chain=False, **kw)
     return PastKV([k for k, _ in kv], [v for _, v in kv], pos, torch.ones(m, dtype=torch.bool, device=dev),
                   valid=valid)

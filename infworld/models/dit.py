@@ -15,6 +15,15 @@ A Wan2.1-style DiT (Peebles & Xie 2023, "Scalable Diffusion Models with Transfor
 * block-causal attention: a frame's tokens see all tokens of their own frame and of earlier frames,
   optionally only the last ``window`` frames (sliding window), plus "pinned" memory frames.
 
+v2 additions (config flags, off in exports made before them, so those load unchanged):
+
+* ``action_adaln``: the action embedding, RMS-normalised, drives its own zero-initialised adaLN MLP
+  whose shift/scale/gate are added to the timestep's (a summed embedding was 4-7% of the
+  modulation and the model learned to ignore it);
+* ``conv``: residual conv blocks at latent resolution around patchify/unpatchify, fed the noisy
+  frame, the frame before it and the action (latent_conv.py), so a shift of a fraction of a token
+  (a ViZDoom turn moves the picture half a token per step) can be expressed.
+
 The network predicts the rectified-flow velocity (diffusion/flow.py). Streaming uses a KV cache
 (kvcache.py): ``past`` holds clean keys/values of earlier frames and ``return_kv`` hands back the
 new keys/values so the caller can append them; the network never mutates the cache.
@@ -34,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from infworld.errors import ConfigError
 from infworld.models.action import ActionConfig, ActionEncoder
 from infworld.models.kvcache import PastKV
+from infworld.models.latent_conv import LatentConv, LatentConvConfig
 from infworld.models.rope import Rope3D, apply_rotary
 
 
@@ -61,6 +71,11 @@ class DiTConfig:
     pose_dim: int = 0  # width of per-frame relative-pose conditioning (memory/context.py); 0 = none
     pose_scale: float = 256.0  # environment units per pose-feature unit (ViZDoom: ~ a room)
     actions: ActionConfig = field(default_factory=ActionConfig)
+    # v2 action pathway: the action embedding also drives its own adaLN MLP (normalised, so its
+    # strength cannot vanish beside the timestep embedding); False = actions only summed into the
+    # timestep embedding (exports made before v2)
+    action_adaln: bool = False
+    conv: LatentConvConfig = field(default_factory=LatentConvConfig)  # latent-resolution conv path
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -94,6 +109,7 @@ class DiTConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"dit.{name}: expected >= 1, got {getattr(self, name)}")
         self.actions.check()
+        self.conv.check()
 
 
 def frame_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None = None,
@@ -204,6 +220,11 @@ class DiT(nn.Module):
         # model finetuned from a pose-free one starts unchanged.
         self.pose_embed = nn.Linear(cfg.pose_dim, d) if cfg.pose_dim else None
         self.mod_proj = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))  # shared by all blocks
+        # v2: the action's own modulation, from the RMS-normalised action embedding (zero-init)
+        self.action_norm = RMSNorm(d) if cfg.action_adaln else None
+        self.action_mod = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 6 * d)) \
+            if cfg.action_adaln else None
+        self.conv = LatentConv(cfg.conv, cfg.in_channels, p, d) if cfg.conv.enabled else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.rope = Rope3D(cfg.head_dim, cfg.rope_theta)
         self.head_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -222,6 +243,7 @@ class DiT(nn.Module):
         # adaLN-zero: modulation and output start at zero.
         zero = [self.mod_proj[1], self.head_mod[1], self.head]
         zero += [self.pose_embed] if self.pose_embed is not None else []
+        zero += [self.action_mod[2]] if self.action_mod is not None else []
         for lin in zero:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -256,7 +278,8 @@ class DiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, actions: Mapping[str, torch.Tensor],
                 positions: torch.Tensor | None = None, kinds: torch.Tensor | None = None,
                 past: PastKV | None = None, window: int | None = None, return_kv: bool = False,
-                poses: torch.Tensor | None = None, key_valid: torch.Tensor | None = None):
+                poses: torch.Tensor | None = None, key_valid: torch.Tensor | None = None,
+                prev: torch.Tensor | None = None, prev_t: torch.Tensor | None = None, chain: bool = True):
         """Predict the velocity of every frame.
 
         x: (B, F, C, h, w) latents at noise levels t: (B, F) in [0, 1] (0 = clean).
@@ -265,7 +288,10 @@ class DiT(nn.Module):
         kinds: (B, F) frame kinds (default 0). past: cached clean context. window: attention window
         in frames (None = all earlier frames). poses: (B, F, pose_dim) relative pose features, NaN
         rows = none (only with ``cfg.pose_dim``). key_valid: (B, F) False = padding frame that no
-        other frame attends to (``past.valid`` does the same for cached frames). Returns v
+        other frame attends to (``past.valid`` does the same for cached frames). prev: (B, 1, C, h, w)
+        the frame before ``x[:, 0]`` at level prev_t (B, 1), for the conv path (latent_conv.py; None
+        = absent); ``chain=False``: frames are not consecutive (memory), none sees its predecessor.
+        Returns v
         (B, F, C, h, w), plus with ``return_kv`` the new un-rotated keys/values per layer [(k, v)],
         each (B, H, F*N, hd).
         """
@@ -284,12 +310,16 @@ class DiT(nn.Module):
             kinds = torch.zeros(b, f, dtype=torch.long, device=dev)
 
         # Per-frame conditioning vector (B, F, D) and the shared modulation (B, F, 6, D).
-        cond = self.time_embed(timestep_embedding(t, cfg.freq_dim))
-        cond = cond + self.action_embed(actions, b, f) + self.kind_embed(kinds)
+        act = self.action_embed(actions, b, f)  # (B, F, D)
+        cond = self.time_embed(timestep_embedding(t, cfg.freq_dim)) + act + self.kind_embed(kinds)
         if poses is not None and self.pose_embed is not None:
             known = ~torch.isnan(poses).any(-1, keepdim=True)  # (B, F, 1)
             cond = cond + self.pose_embed(torch.nan_to_num(poses).to(cond.dtype)) * known
-        mod = self.mod_proj(cond).view(b, f, 6, cfg.dim)
+        mod = self.mod_proj(cond)  # (B, F, 6D)
+        act_n = self.action_norm(act) if self.action_norm is not None else act
+        if self.action_mod is not None:
+            mod = mod + self.action_mod(act_n)
+        mod = mod.view(b, f, 6, cfg.dim)
 
         # Rotary tables and the token mask over [past frames, current frames].
         n = cfg.tokens_per_frame
@@ -312,6 +342,11 @@ class DiT(nn.Module):
             mask = fmask[:, None, :, None].expand(f, n, fk, n).reshape(f * n, fk * n)
 
         tokens = self.patch_embed(self.patchify(x))  # (B, F, N, D)
+        feat = None
+        if self.conv is not None:
+            x_prev, t_prev = self.conv.previous(x, t, prev, prev_t, chain)  # (B, F, C, h, w), (B, F)
+            feat = self.conv.stem(x, x_prev, t_prev, cond, act_n)  # (B*F, W, h, w)
+            tokens = tokens + self.conv.tokens(feat, b, f)
         new_kv = []
         for i, blk in enumerate(self.blocks):
             pk = past.keys[i] if past is not None else None
@@ -324,5 +359,8 @@ class DiT(nn.Module):
                 new_kv.append((k, v))
 
         shift, scale = self.head_mod(cond).unsqueeze(2).chunk(2, dim=-1)  # (B, F, 1, D) each
-        out = self.unpatchify(self.head(self.head_norm(tokens) * (1 + scale) + shift))
+        final = self.head_norm(tokens) * (1 + scale) + shift  # (B, F, N, D)
+        out = self.unpatchify(self.head(final))
+        if feat is not None:
+            out = out + self.conv.head(feat, final, cond)  # sub-token detail at latent resolution
         return (out, new_kv) if return_kv else out

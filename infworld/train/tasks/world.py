@@ -55,7 +55,9 @@ class WorldConfig:
     the tokenizer, ``dit.actions.num_interact`` from the dataset, ``dit.max_frames`` from
     ``data.clip_len``, ``window`` (inference attention window) from ``dit.max_frames``,
     ``eval_context`` (real frames before the first predicted one) from ``clip_len // 2``.
-    ``latent_cache_mb``: see :class:`LatentCache`. ``memory``: train with memory context
+    ``context_noise``: the inference context noise level stored in the export (at most the training
+    maximum ``forcing.context_noise``). ``latent_cache_mb``: see :class:`LatentCache`.
+    ``memory``: train with memory context
     (memory_train.py); then ``data.clip_len = memory.history + L`` and ``dit.max_frames`` defaults
     to L, the training window."""
 
@@ -66,6 +68,7 @@ class WorldConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     chunk: int = 4
     window: int = 0
+    context_noise: float = 0.0  # inference: level at which finished frames enter the context (world.py)
     eval_context: int = 0
     grad_checkpointing: bool = False
     latent_cache_mb: int = 1024  # float16 latents of seen training frames kept in RAM; 0 = off
@@ -206,6 +209,9 @@ class WorldTask:
         config.flow.check()
         config.forcing.check()
         config.sampler.check()
+        if not 0.0 <= config.context_noise <= config.forcing.context_noise:
+            raise ConfigError(f"model.context_noise: {config.context_noise} must lie in 0..forcing."
+                              f"context_noise ({config.forcing.context_noise}), the levels it is trained on")
         data = recipe.data
         if not data.root:
             raise ConfigError("data.root: the world task needs a dataset folder")
@@ -333,15 +339,23 @@ class WorldTask:
         k = min(max(k, 1), clip_len - 1)
         device = next(net.dit.parameters()).device
         engine = WorldModel(net, make_memory("window", budget=self.window),
-                            RolloutConfig(chunk=1, sampler=self.config.sampler, seed=0), device=device)
+                            RolloutConfig(chunk=1, sampler=self.config.sampler, seed=0,
+                                          context_noise=self.config.context_noise), device=device)
         gen = torch.Generator(device=device).manual_seed(0)
-        losses, psnrs = [], []
+        losses, shuffled, psnrs = [], [], []
         batches = self.batches("val", self.recipe.train.batch_size, seed=0, rank=0, world_size=1)
         try:
             with torch.no_grad():
                 for _, batch in zip(range(max_batches), batches, strict=False):
                     batch = {key: v.to(device) if torch.is_tensor(v) else v for key, v in batch.items()}
+                    # the action gap: the same noise with the clips' actions swapped between clips
+                    state = gen.get_state()
                     losses.append(float(self.loss(net, batch, gen)[0]))
+                    after = gen.get_state()
+                    gen.set_state(state)
+                    swapped = {**batch, **{key: batch[key].roll(1, dims=0) for key in ACTION_KEYS}}
+                    shuffled.append(float(self.loss(net, swapped, gen)[0]))
+                    gen.set_state(after)
                     gt = batch["frames"].permute(0, 1, 3, 4, 2).cpu().numpy()  # (B, L, H, W, 3)
                     acts = {key: batch[key].cpu().numpy() for key in ACTION_KEYS}  # (B, L-1)
                     engine.reset(gt[:, :k], {key: a[:, : k - 1] for key, a in acts.items()})
@@ -352,7 +366,10 @@ class WorldTask:
                         engine.observe(gt[:, f : f + 1], step)
         finally:
             net.train(was_training)
-        return {"loss": float(np.mean(losses)), "next_frame_psnr": float(np.mean(np.concatenate(psnrs)))}
+        loss, loss_shuf = float(np.mean(losses)), float(np.mean(shuffled))
+        return {"loss": loss, "loss_shuffled_actions": loss_shuf,
+                "action_gap": loss_shuf / max(loss, 1e-12) - 1.0,
+                "next_frame_psnr": float(np.mean(np.concatenate(psnrs)))}
 
     def export_config(self) -> dict[str, Any]:
         return {
@@ -363,6 +380,7 @@ class WorldTask:
             "sampler": to_dict(self.config.sampler),
             "chunk": self.config.chunk,
             "window": self.window,
+            "context_noise": self.config.context_noise,
             "flow": to_dict(self.config.flow),
             # the settings each trained strategy was built with, reused at inference
             "memory": {n: strategy_settings(self.config.memory, n, self.window) for n in self.memories},
