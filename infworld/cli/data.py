@@ -101,7 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("info", help="summarise a dataset (sizes, actions, poses, revisits)")
+    p = sub.add_parser("info", help="summarise a dataset (sizes, action distribution, poses, revisits)",
+                       description="Sizes, lengths, the action distribution (share of each move / view / "
+                                   "interact id, entropy in bits, repeat rate), pose extent and revisits.")
     p.add_argument("dir", help="dataset folder")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--revisit-gap", type=int, default=50, help="min frames between a visit and a revisit")
@@ -114,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", required=True, help="video file, folder of images, or .npy/.npz (T, H, W, 3)")
     p.add_argument("--poses", default=None, help="CSV with columns frame,x,y,z,yaw,pitch")
     p.add_argument("--actions", default=None,
-                   help="CSV with columns frame,forward,right,yaw,pitch[,interact]")
+                   help="CSV with columns frame,forward,right,yaw,pitch[,interact]; a move (view) column "
+                        "of ids 0..9 may replace forward,right (yaw,pitch)")
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--size", type=_size, default=None,
                    help="frame size N or HxW (default 64, or the dataset's)")

@@ -10,7 +10,9 @@ Inputs:
   CCW from +x, pitch + = up, as in the episode format);
 * optional ``actions.csv`` with columns ``frame,forward,right,yaw,pitch[,interact]``: tri-states in
   {-1, 0, 1} (yaw +1 = turn right, pitch +1 = look up; action row t is what happens between frame t
-  and t + 1; a row for the last frame is accepted and ignored) and an interact id >= 0.
+  and t + 1; a row for the last frame is accepted and ignored) and an interact id >= 0. Instead of
+  ``forward,right`` a ``move`` column, and instead of ``yaw,pitch`` a ``view`` column, may give the
+  schema's ids 0..9 directly (9 = uncertain, which tri-states cannot say).
 
 With poses and no actions the actions are labeled from the poses with Infinite-World's
 uncertainty-aware labeling (:func:`infworld.data.actions.label_from_poses`); with neither, every
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from infworld.data.action_schema import UNCERTAIN, encode_move, encode_view
+from infworld.data.action_schema import UNCERTAIN, encode_pair
 from infworld.data.episode import (
     META_FILE,
     DatasetMeta,
@@ -48,6 +50,8 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 POSE_COLUMNS = ("frame", "x", "y", "z", "yaw", "pitch")
 ACTION_COLUMNS = ("frame", "forward", "right", "yaw", "pitch")
+# each action id comes from its own id column or from the two tri-state columns it encodes
+ID_COLUMNS = {"move": ("forward", "right"), "view": ("yaw", "pitch")}
 _CHUNK = 256  # frames resized per call when converting a big array
 
 
@@ -217,28 +221,58 @@ def read_poses_csv(path: str | os.PathLike, num_frames: int) -> np.ndarray:
     return np.stack([table[c][order] for c in POSE_COLUMNS[1:]], axis=1).astype(np.float32)
 
 
-def read_actions_csv(path: str | os.PathLike, num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``actions.csv`` -> (move, view, interact) int64 arrays of length T - 1."""
+def _first_bad_row(values: np.ndarray, ok: np.ndarray, path: str, column: str, expected: str) -> None:
+    """Raise naming the file, column, first row where ``ok`` is False, its value and the valid values."""
+    bad = np.nonzero(~ok)[0]
+    if len(bad):
+        r = int(bad[0]) + 1
+        raise DataError(f"row {r} (line {r + 1}): {values[bad[0]]:g} is not {expected}",
+                        path=path, field=column)
+
+
+def read_actions_csv(path: str | os.PathLike, num_frames: int,
+                     interact_vocab: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``actions.csv`` -> (move, view, interact) int64 arrays of length T - 1.
+
+    Move comes from a ``move`` id column (0..9) or from ``forward,right`` tri-states; view from a
+    ``view`` id column or from ``yaw,pitch``. ``interact_vocab`` (an existing dataset's) bounds the
+    interact ids. Every value is checked, the error naming the file, column, row and valid values.
+    """
     path = str(path)
-    table = read_csv_table(path, ACTION_COLUMNS, optional=("interact",))
+    table = read_csv_table(path, ("frame",), optional=(*ID_COLUMNS, *ACTION_COLUMNS[1:], "interact"))
     order = _order_rows(table, path, (num_frames - 1, num_frames),
                         f"one per transition for {num_frames} frames")[: num_frames - 1]
-    for c in ACTION_COLUMNS[1:]:
-        bad = np.nonzero(~np.isin(table[c], (-1.0, 0.0, 1.0)))[0]
-        if len(bad):
-            r = int(bad[0]) + 1
-            raise DataError(f"row {r} (line {r + 1}): {table[c][bad[0]]:g} is not a tri-state "
-                            "in {-1, 0, 1}", path=path, field=c)
-    tri = {c: table[c][order].astype(np.int64) for c in ACTION_COLUMNS[1:]}
+    ids: dict[str, np.ndarray] = {}
+    for key, (a, b) in ID_COLUMNS.items():
+        if key in table:
+            if a in table or b in table:
+                raise DataError(f"give either a {key} id column or {a},{b} tri-state columns, not both",
+                                path=path, field=key)
+            v = table[key]
+            _first_bad_row(v, (v == np.round(v)) & (v >= 0) & (v <= UNCERTAIN), path, key,
+                           f"a {key} id: valid ids are integers 0..{UNCERTAIN} ({UNCERTAIN} = uncertain)")
+            ids[key] = v[order].astype(np.int64)
+            continue
+        for c in (a, b):
+            if c not in table:
+                raise DataError(f"missing column: give {a},{b} (tri-states in {{-1, 0, 1}}) or {key} "
+                                f"(ids 0..{UNCERTAIN})", path=path, field=c)
+        for c in (a, b):
+            ok = np.isin(table[c], (-1.0, 0.0, 1.0))
+            _first_bad_row(table[c], ok, path, c, "a tri-state in {-1, 0, 1}")
+        ids[key] = encode_pair(table[a][order].astype(np.int64), table[b][order].astype(np.int64))
     interact = np.zeros(num_frames - 1, dtype=np.int64)
     if "interact" in table:
-        bad = np.nonzero((table["interact"] < 0) | (table["interact"] != np.round(table["interact"])))[0]
-        if len(bad):
-            r = int(bad[0]) + 1
-            raise DataError(f"row {r} (line {r + 1}): interact id must be an integer >= 0",
-                            path=path, field="interact")
-        interact = table["interact"][order].astype(np.int64)
-    return encode_move(tri["forward"], tri["right"]), encode_view(tri["yaw"], tri["pitch"]), interact
+        v = table["interact"]
+        ok = (v >= 0) & (v == np.round(v))
+        valid = "an interact id: valid ids are integers >= 0"
+        if interact_vocab is not None:
+            ok &= v < len(interact_vocab)
+            valid = (f"an interact id of the dataset's vocabulary: valid ids are "
+                     f"0..{len(interact_vocab) - 1} ({', '.join(interact_vocab)})")
+        _first_bad_row(v, ok, path, "interact", valid)
+        interact = v[order].astype(np.int64)
+    return ids["move"], ids["view"], interact
 
 
 def _parse_size(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -287,7 +321,7 @@ def import_episode(
     pose = read_poses_csv(poses, t) if poses is not None else None
     interact = np.zeros(t - 1, dtype=np.int64)
     if actions is not None:
-        move, view, interact = read_actions_csv(actions, t)
+        move, view, interact = read_actions_csv(actions, t, existing.interact_vocab if existing else None)
         actions_from = "csv"
     elif pose is not None:
         from infworld.data.actions import label_from_poses  # lazy: the labeler is heavier and optional here
@@ -302,10 +336,7 @@ def import_episode(
 
     n_interact = int(interact.max()) + 1 if interact.size else 1
     if existing is not None:
-        meta = existing
-        if n_interact > len(meta.interact_vocab):
-            raise DataError(f"interact id {n_interact - 1} is outside the dataset's vocabulary "
-                            f"{meta.interact_vocab}", path=str(actions), field="interact")
+        meta = existing  # read_actions_csv checked the interact ids against its vocabulary
     else:
         meta = DatasetMeta(
             env=env or "custom",

@@ -1,7 +1,8 @@
-"""Dataset summary for ``infworld data info``: sizes, lengths, action histograms, pose extent, revisits.
+"""Dataset summary for ``infworld data info``: sizes, lengths, action distribution, pose extent, revisits.
 
 Only the small arrays (actions, poses) are decompressed; frame counts come from the .npy headers
-inside each episode's .npz, so ``info`` stays fast on datasets of many large episodes.
+inside each episode's .npz, so ``info`` stays fast on datasets of many large episodes. Action
+statistics are accumulated episode by episode (:class:`ActionTally`), so memory stays flat.
 """
 
 from __future__ import annotations
@@ -57,6 +58,118 @@ def load_arrays(path: str | os.PathLike, names: tuple[str, ...]) -> dict[str, np
         raise DataError(f"corrupt or truncated episode file ({exc})", path=str(path)) from exc
 
 
+# Names of move / view ids, indexed by id (see action_schema: move = (forward+1)*3 + (right+1),
+# view = (yaw+1)*3 + (pitch+1); yaw +1 turns right, pitch +1 looks up).
+MOVE_NAMES: tuple[str, ...] = ("back-left", "back", "back-right", "left", "none", "right",
+                               "forward-left", "forward", "forward-right", "uncertain")
+VIEW_NAMES: tuple[str, ...] = ("turn-left+look-down", "turn-left", "turn-left+look-up", "look-down",
+                               "none", "look-up", "turn-right+look-down", "turn-right", "turn-right+look-up",
+                               "uncertain")
+ACTION_FIELDS = ("move", "view", "interact")
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """Shannon entropy ``-sum_i p_i log2 p_i``, in bits, of the distribution given by counts (0 if empty)."""
+    counts = np.asarray(counts, dtype=np.float64).ravel()
+    total = counts.sum()
+    if total <= 0:
+        return 0.0
+    p = counts[counts > 0] / total
+    return float(max(0.0, -(p * np.log2(p)).sum()))  # max: -0.0 for a single id
+
+
+class ActionTally:
+    """Streaming statistics of a dataset's action ids, fed one episode at a time.
+
+    Keeps only counts: per-field histograms, the joint (move, view) histogram (10 x 10), and how many
+    consecutive steps inside an episode repeat the previous id, so memory does not grow with the data.
+    """
+
+    def __init__(self, num_interact: int) -> None:
+        self.sizes = {"move": NUM_MOVE, "view": NUM_VIEW, "interact": int(num_interact)}
+        self.counts = {k: np.zeros(n, dtype=np.int64) for k, n in self.sizes.items()}
+        self.joint = np.zeros((NUM_MOVE, NUM_VIEW), dtype=np.int64)  # (move id, view id)
+        self.repeats = dict.fromkeys((*ACTION_FIELDS, "move_view"), 0)
+        self.pairs = 0  # consecutive (t - 1, t) action pairs inside episodes: the repeat-rate denominator
+
+    def add(self, arrays: dict[str, np.ndarray], path: str | None = None) -> None:
+        """Count one episode's ``move``, ``view``, ``interact`` id arrays (T - 1,); ``path`` is for errors."""
+        ids: dict[str, np.ndarray] = {}
+        for key, n in self.sizes.items():
+            if key not in arrays:
+                raise DataError("missing array", path=path, field=key)
+            a = np.asarray(arrays[key]).astype(np.int64).ravel()
+            if a.size and (a.min() < 0 or a.max() >= n):
+                raise DataError(f"ids must be in 0..{n - 1}, got range {a.min()}..{a.max()}",
+                                path=path, field=key)
+            if ids and len(a) != len(ids["move"]):
+                raise DataError(f"{len(a)} ids but {len(ids['move'])} move ids", path=path, field=key)
+            ids[key] = a
+        same = {}
+        for key, a in ids.items():
+            self.counts[key] += np.bincount(a, minlength=self.sizes[key])
+            same[key] = a[1:] == a[:-1]
+            self.repeats[key] += int(same[key].sum())
+        move, view = ids["move"], ids["view"]
+        pair_ids = move * NUM_VIEW + view
+        self.joint += np.bincount(pair_ids, minlength=NUM_MOVE * NUM_VIEW).reshape(NUM_MOVE, NUM_VIEW)
+        self.repeats["move_view"] += int((same["move"] & same["view"]).sum())
+        self.pairs += max(len(move) - 1, 0)
+
+    def summary(self, interact_vocab: list[str]) -> dict[str, Any]:
+        """JSON-able distribution; the keys are documented in :func:`action_distribution`."""
+        steps = int(self.counts["move"].sum())
+
+        def rate(n: int) -> float | None:
+            return n / self.pairs if self.pairs else None
+
+        out: dict[str, Any] = {"steps": steps, "pairs": self.pairs}
+        names = {"move": list(MOVE_NAMES), "view": list(VIEW_NAMES), "interact": list(interact_vocab)}
+        for key in ACTION_FIELDS:
+            counts = self.counts[key]
+            field: dict[str, Any] = {
+                "names": names[key],
+                "counts": [int(c) for c in counts],
+                "shares": [float(c / steps) if steps else 0.0 for c in counts],
+                "entropy_bits": entropy_bits(counts),
+                "max_entropy_bits": float(np.log2(len(counts))) if len(counts) else 0.0,
+                "repeat_rate": rate(self.repeats[key]),
+            }
+            if key != "interact":
+                field["uncertain_share"] = float(counts[UNCERTAIN] / steps) if steps else 0.0
+            out[key] = field
+        joint = entropy_bits(self.joint)
+        out["move_view"] = {
+            "entropy_bits": joint,
+            "max_entropy_bits": float(np.log2(NUM_MOVE * NUM_VIEW)),
+            # I(move; view) = H(move) + H(view) - H(move, view): 0 when move and view are chosen independently
+            "mutual_information_bits": max(0.0, out["move"]["entropy_bits"] + out["view"]["entropy_bits"]
+                                           - joint),
+            "repeat_rate": rate(self.repeats["move_view"]),
+        }
+        return out
+
+
+def action_distribution(root: str | os.PathLike) -> dict[str, Any]:
+    """Action distribution of the dataset at ``root``, streamed over its episodes (actions only are read).
+
+    Returns ``{"steps", "pairs", "move", "view", "interact", "move_view"}``: ``steps`` is the number of
+    actions counted and ``pairs`` the number of consecutive action pairs inside episodes. Each of
+    ``move``, ``view`` and ``interact`` is a dict with ``names`` (per id: e.g. "forward", "back-left",
+    "turn-right", "look-up", "uncertain"; interact: the dataset's ``interact_vocab``), ``counts`` and
+    ``shares`` (per id), ``entropy_bits`` (Shannon entropy of the shares, all ids including uncertain),
+    ``max_entropy_bits`` (log2 of the number of ids), ``repeat_rate`` (share of pairs whose id equals the
+    previous one; None without pairs), and for move / view ``uncertain_share``. ``move_view`` has the
+    joint ``entropy_bits``, ``max_entropy_bits`` (log2 100), ``mutual_information_bits`` and the
+    ``repeat_rate`` of both ids at once.
+    """
+    meta = read_meta(root)
+    tally = ActionTally(len(meta.interact_vocab))
+    for path in list_episodes(root):
+        tally.add(load_arrays(path, ACTION_FIELDS), path=str(path))
+    return tally.summary(meta.interact_vocab)
+
+
 def dataset_info(
     root: str | os.PathLike,
     revisit_min_gap: int = 50,
@@ -67,6 +180,7 @@ def dataset_info(
 
     Keys: env, scenario, policy, size [H, W], fps, frame_skip, episodes, frames, length
     {min, mean, max}, bytes (on disk), actions {move, view, interact: {counts, uncertain_share}},
+    action_distribution (names, shares, entropy, repeat rates: see :func:`action_distribution`),
     interact_vocab, has_pose, has_depth, extras, pose_extent {field: [min, max]} (None without poses),
     revisits (from :func:`revisit_stats`, None without poses). ``revisit_dist=None`` picks the
     environment's default (:func:`default_revisit_dist`).
@@ -74,9 +188,7 @@ def dataset_info(
     meta = read_meta(root)
     paths = list_episodes(root)
     lengths: list[int] = []
-    move_counts = np.zeros(NUM_MOVE, dtype=np.int64)
-    view_counts = np.zeros(NUM_VIEW, dtype=np.int64)
-    interact_counts = np.zeros(len(meta.interact_vocab), dtype=np.int64)
+    tally = ActionTally(len(meta.interact_vocab))
     poses: list[np.ndarray] = []
     depth_episodes = 0
     extras: set[str] = set()
@@ -87,15 +199,8 @@ def dataset_info(
         depth_episodes += "depth" in headers
         extras.update(k[len(EXTRA_PREFIX):] for k in headers if k.startswith(EXTRA_PREFIX))
         n_bytes += path.stat().st_size
-        small = load_arrays(path, ("move", "view", "interact", "pose"))
-        for key, counts in (("move", move_counts), ("view", view_counts), ("interact", interact_counts)):
-            if key not in small:
-                raise DataError("missing array", path=str(path), field=key)
-            ids = small[key].astype(np.int64)
-            if ids.size and (ids.min() < 0 or ids.max() >= len(counts)):
-                raise DataError(f"ids must be in 0..{len(counts) - 1}, got range {ids.min()}..{ids.max()}",
-                                path=str(path), field=key)
-            counts += np.bincount(ids, minlength=len(counts))
+        small = load_arrays(path, (*ACTION_FIELDS, "pose"))
+        tally.add(small, path=str(path))
         if "pose" in small:
             poses.append(small["pose"])
 
@@ -133,10 +238,11 @@ def dataset_info(
         },
         "bytes": n_bytes,
         "actions": {
-            "move": hist(move_counts, UNCERTAIN),
-            "view": hist(view_counts, UNCERTAIN),
-            "interact": hist(interact_counts, None),
+            "move": hist(tally.counts["move"], UNCERTAIN),
+            "view": hist(tally.counts["view"], UNCERTAIN),
+            "interact": hist(tally.counts["interact"], None),
         },
+        "action_distribution": tally.summary(meta.interact_vocab),
         "interact_vocab": list(meta.interact_vocab),
         "has_pose": meta.has_pose,
         "pose_episodes": len(poses),
@@ -146,6 +252,28 @@ def dataset_info(
         "pose_extent": pose_extent,
         "revisits": revisits,
     }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def action_rows(dist: dict[str, Any], key: str) -> list[tuple[str, str]]:
+    """(label, text) rows for one field of :func:`action_distribution` output (``key``: move, view,
+    interact, or move_view for the joint) in the ``data info`` table; labels fit its 19-char column."""
+    d = dist[key]
+    if key == "move_view":
+        return [("move+view joint", f"{d['entropy_bits']:.2f} of {d['max_entropy_bits']:.2f} bits (mutual "
+                 f"information {d['mutual_information_bits']:.2f}); {_pct(d['repeat_rate'])} of steps "
+                 "repeat both")]
+    order = sorted(range(len(d["shares"])), key=lambda i: (-d["shares"][i], i))
+    seen = ", ".join(f"{d['names'][i]} {_pct(d['shares'][i])}" for i in order if d["counts"][i])
+    # ids never taken (uncertain is not an action: its share is on the "ids 0..9" row)
+    skip = UNCERTAIN if key != "interact" else -1
+    never = [d["names"][i] for i, c in enumerate(d["counts"]) if not c and i != skip]
+    return [(f"{key} shares", (seen or "-") + (f"  (never: {', '.join(never)})" if never else "")),
+            (f"{key} entropy", f"{d['entropy_bits']:.2f} of {d['max_entropy_bits']:.2f} bits; "
+             f"{_pct(d['repeat_rate'])} of steps repeat the previous one")]
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -165,12 +293,17 @@ def format_info(info: dict[str, Any]) -> str:
         ("depth", f"{info['has_depth']} ({info['depth_episodes']} episodes)"),
         ("extras", ", ".join(info["extras"]) or "-"),
     ]
+    dist = info.get("action_distribution")
+    if dist:
+        rows.append(("action steps", f"{dist['steps']} ({dist['pairs']} consecutive pairs in episodes)"))
     for key in ("move", "view"):
         a = info["actions"][key]
         rows.append((f"{key} ids 0..9", " ".join(str(c) for c in a["counts"])
                      + f"  (uncertain {100 * a['uncertain_share']:.1f}%)"))
+        rows += action_rows(dist, key) if dist else []
     pairs = zip(info["interact_vocab"], info["actions"]["interact"]["counts"], strict=True)
     rows.append(("interact", ", ".join(f"{n}={c}" for n, c in pairs)))
+    rows += action_rows(dist, "interact") + action_rows(dist, "move_view") if dist else []
     if info["pose_extent"]:
         for name, (lo, hi) in info["pose_extent"].items():
             rows.append((f"pose {name}", f"{lo:.1f} .. {hi:.1f}"))
