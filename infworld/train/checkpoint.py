@@ -5,6 +5,9 @@ dict: model, EMA, optimizer and LR-schedule states, the step, every rank's RNG s
 numpy, torch CPU, CUDA, and the loss generator), the samples each rank has consumed, the last
 evaluation metrics and the resolved recipe as JSON. Files are written to a temp file in the same
 folder and renamed, so a crash never leaves a half-written ``last.pt``.
+
+FSDP runs write sharded folders instead (dcp_checkpoint.py), with ``last.pt`` a small pointer to
+the newest; :func:`load_checkpoint` follows it and returns the same full-state dict.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ REQUIRED_KEYS = ("format", "version", "step", "model", "ema", "optimizer", "sche
 # Recipe keys that may change when resuming (extend training, move the run, log more often...).
 RESUMABLE_CHANGES = {"train.steps", "train.max_minutes", "train.log_every", "train.eval_every",
                      "train.eval_batches", "train.ckpt_every", "train.out", "train.device", "train.precision",
-                     "train.parallel", "train.grad_checkpointing", "model.grad_checkpointing", "data.workers",
-                     "data.root"}
+                     "train.parallel", "train.fsdp_blocks", "train.grad_checkpointing",
+                     "model.grad_checkpointing", "data.workers", "data.root"}
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
@@ -66,16 +69,31 @@ def link_or_copy(src: Path, dst: Path) -> None:
         atomic_write_bytes(dst, lambda f: f.write(src.read_bytes()))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and check a training checkpoint; anything unreadable raises CheckpointError naming it."""
-    path = Path(path)
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    if path.is_dir():  # a sharded (FSDP) checkpoint folder, gathered into one full state
+        from infworld.train.dcp_checkpoint import load_full
+
+        return load_full(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})"
                               ) from exc
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and check a training checkpoint; anything unreadable raises CheckpointError naming it.
+
+    ``path`` is a ``.pt`` file, a sharded checkpoint folder, or a ``last.pt`` pointing to one.
+    """
+    path = Path(path)
+    state = _read(path, map_location)
+    pointer = state.get("sharded_dir") if isinstance(state, dict) and state.get("format") == FORMAT else None
+    if isinstance(pointer, str):  # last.pt of an FSDP run: follow it to the sharded folder
+        path = path.parent / pointer
+        state = _read(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an infworld training checkpoint (format != {FORMAT!r})")
     if state.get("version") != VERSION:

@@ -90,7 +90,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     grad_checkpointing: bool = False  # passed to the model config when it has this field
     out: str = "runs/" + NAME_PLACEHOLDER
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # how the model is replicated when WORLD_SIZE > 1
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # ddp: replicate (WORLD_SIZE > 1); fsdp: shard (needs torchrun)
+    # fsdp: module lists/dicts (by attribute name) whose children are the sharding units
+    fsdp_blocks: tuple[str, ...] = ("blocks",)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:

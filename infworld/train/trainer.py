@@ -11,7 +11,9 @@ its module, then runs, in order, every step:
    checkpoint every ``ckpt_every`` steps, and stop at ``train.steps`` or when the wall-clock
    budget ``max_minutes`` is spent (with a final evaluation and checkpoint either way).
 
-Data parallelism is applied from outside (see distributed.py): ``batch_size`` is per rank.
+Data parallelism is applied from outside (see distributed.py): ``batch_size`` is per rank. Under
+FSDP (fsdp.py) the model, optimizer and EMA are sharded, evaluation runs on every rank on gathered
+weights, and checkpoints are sharded folders (dcp_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import nn
 from infworld.data.episode import atomic_write_json
 from infworld.errors import CheckpointError, ConfigError
 from infworld.train import checkpoint as ckpt
+from infworld.train import dcp_checkpoint as dcp_ckpt
 from infworld.train.distributed import (
     DistInfo,
     any_rank,
@@ -45,56 +48,11 @@ from infworld.train.distributed import (
     shutdown,
 )
 from infworld.train.ema import EMA
+from infworld.train.fsdp import full_value, gathered, sync_buffers
 from infworld.train.logging import RunLogger
-from infworld.train.recipe import OptimConfig, Recipe, recipe_to_dict, save_recipe
+from infworld.train.optim import build_optimizer, lr_factor, param_groups  # noqa: F401 (re-exported)
+from infworld.train.recipe import Recipe, recipe_to_dict, save_recipe
 from infworld.train.task import get_task
-
-# Modules whose weights are never decayed (besides every parameter with ndim < 2: biases, gains).
-NO_DECAY_MODULES: tuple[type, ...] = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm,
-                                      nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-if hasattr(nn, "RMSNorm"):
-    NO_DECAY_MODULES += (nn.RMSNorm,)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups over the trainable parameters: decay matrices, not norms/biases/embeddings.
-
-    A model may also list parameter names to exempt with a ``no_weight_decay() -> set[str]`` method
-    (e.g. learned positional embeddings stored as bare ``nn.Parameter``).
-    """
-    exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay, seen = [], [], set()
-    for mod_name, module in model.named_modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            full = f"{mod_name}.{p_name}" if mod_name else p_name
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            if p.ndim < 2 or isinstance(module, NO_DECAY_MODULES) or full in exempt:
-                no_decay.append(p)
-            else:
-                decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """LR multiplier at 0-based ``step``: linear warmup to 1, then half-cosine down to ``min_lr_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int
-                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    groups = param_groups(model, cfg.weight_decay)
-    if not groups:
-        raise ConfigError("the model has no parameter with requires_grad=True: nothing to train")
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
-    return opt, sched
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -135,11 +93,15 @@ class Trainer:
     def __init__(self, recipe: Recipe, info: DistInfo, progress: bool | None = None):
         self.info = info
         self.notes: list[str] = []
+        self.sharded = recipe.train.parallel == "fsdp"
+        fsdp_ac = False  # activation checkpointing applied by FSDP, for a model that cannot do it itself
         if recipe.train.grad_checkpointing:
             fields = {f.name for f in dataclasses.fields(recipe.model)}
             if "grad_checkpointing" in fields:
                 model_cfg = dataclasses.replace(recipe.model, grad_checkpointing=True)
                 recipe = dataclasses.replace(recipe, model=model_cfg)
+            elif self.sharded:
+                fsdp_ac = True
             else:
                 self.notes.append(f"train.grad_checkpointing ignored: {type(recipe.model).__name__} has no "
                                   "grad_checkpointing field")
@@ -151,13 +113,17 @@ class Trainer:
         _, task_cls = get_task(recipe.task)
         self.task = task_cls(recipe.model, recipe)
         self.model: nn.Module = self.task.build_model().to(info.device)
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
+        # A task whose steps leave some trainable parameters without gradient sets the class
+        # attribute ``find_unused_parameters = True`` (DDP then searches the graph each step).
+        # FSDP shards self.model in place: the EMA and the optimizer are built on the shards after.
+        self.wrapped = parallelize(self.model, info, cfg.parallel,
+                                   find_unused_parameters=getattr(self.task, "find_unused_parameters", False),
+                                   fsdp_blocks=cfg.fsdp_blocks, bf16=self.bf16,
+                                   activation_checkpointing=fsdp_ac, notes=self.notes)
         self.ema = EMA(self.model, cfg.ema_decay)
         self.optimizer, self.scheduler = build_optimizer(self.model, recipe.optim, cfg.steps)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        # A task whose steps leave some trainable parameters without gradient sets the class
-        # attribute ``find_unused_parameters = True`` (DDP then searches the graph each step).
-        self.wrapped = parallelize(self.model, info, cfg.parallel,
-                                   find_unused_parameters=getattr(self.task, "find_unused_parameters", False))
         ckpt.seed_all(cfg.seed + 1_000_003 * info.rank)
         self.generator = torch.Generator(device=info.device).manual_seed(cfg.seed * 7919 + info.rank)
         with ckpt.isolated_rng():
@@ -171,9 +137,8 @@ class Trainer:
     # -- helpers ---------------------------------------------------------------------------
 
     def autocast(self) -> AbstractContextManager:
-        dev = self.info.device
-        if self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and dev.type == "cuda"):
-            return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+        if self.bf16:
+            return torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
     def _next_batch(self, it: Iterator[dict[str, torch.Tensor]]) -> dict[str, Any]:
@@ -194,23 +159,22 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def save(self, numbered: bool) -> None:
-        """Write the full state (collective: every rank sends its RNG states to rank 0)."""
+        """Write the full state, or under FSDP a sharded folder (collective: every rank sends its RNG
+        states to rank 0)."""
         rng = gather_to_main({"train": ckpt.capture_rng(self.generator), "data": self.data_rng}, self.info)
+        ws, d = self.info.world_size, ckpt.checkpoint_dir(self.run_dir)
+        meta = {"step": self.step, "task": self.recipe.task, "scheduler": self.scheduler.state_dict(),
+                "rng": {"world_size": ws, "ranks": rng}, "samples_seen": {"per_rank": self.samples_seen,
+                                                                           "world_size": ws},
+                "metrics": dict(self.metrics), "recipe": json.dumps(recipe_to_dict(self.recipe))}
+        if self.sharded:  # every save is a step folder; last.pt points to it
+            sync_buffers([self.model, self.ema.buffers])
+            dcp_ckpt.save_sharded(d, self.model, self.optimizer, self.ema, meta, self.info)
+            return
         if not self.info.is_main:
             return
-        state = {
-            "step": self.step,
-            "task": self.recipe.task,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": {"world_size": self.info.world_size, "ranks": rng},
-            "samples_seen": {"per_rank": self.samples_seen, "world_size": self.info.world_size},
-            "metrics": dict(self.metrics),
-            "recipe": json.dumps(recipe_to_dict(self.recipe)),
-        }
-        d = ckpt.checkpoint_dir(self.run_dir)
+        state = {**meta, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                 "optimizer": self.optimizer.state_dict()}
         if numbered:
             path = ckpt.save_checkpoint(d / ckpt.step_name(self.step), state)
             ckpt.link_or_copy(path, d / ckpt.LAST)
@@ -219,14 +183,18 @@ class Trainer:
 
     def load(self, path: Path) -> dict[str, Any]:
         """Restore everything but the RNG streams (restored after the data iterator is built)."""
-        state = ckpt.load_checkpoint(path)
+        sharded_dir = self.sharded and path.is_dir()
+        state = dcp_ckpt.load_meta(path) if sharded_dir else ckpt.load_checkpoint(path)
         changes = ckpt.check_resumable(path, state["recipe"], recipe_to_dict(self.recipe))
         for key, (old, new) in changes.items():
             self.notes.append(f"resume: {key} changed from {old!r} to {new!r}")
         try:
-            self.model.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.sharded:
+                dcp_ckpt.load_sharded(path, state, self.model, self.optimizer, self.ema)
+            else:
+                self.model.load_state_dict(state["model"])
+                self.ema.load_state_dict(state["ema"])
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"{path}: state does not fit the model of recipe "
@@ -255,11 +223,12 @@ class Trainer:
     # -- evaluation ------------------------------------------------------------------------
 
     def evaluate(self, logger: RunLogger) -> None:
-        """Task metrics on the EMA weights, rank 0 only, without disturbing the training RNG."""
-        if not self.info.is_main:
+        """Task metrics on the EMA weights, rank 0 only (every rank under FSDP, on gathered weights),
+        without disturbing the training RNG."""
+        if not (self.info.is_main or self.sharded):
             return
         with ckpt.isolated_rng(self.generator), self.ema.swapped(self.model), torch.no_grad(), \
-                self.autocast():
+                self.autocast(), gathered(self.model):
             self.model.eval()
             try:
                 metrics = self.task.evaluate(self.model, max_batches=self.cfg.eval_batches)
@@ -278,10 +247,10 @@ class Trainer:
         Only the EMA's copy changes: the raw model keeps its buffers, so resuming stays exact.
         """
         calibrate = getattr(self.task, "calibrate", None)
-        if calibrate is None or not self.info.is_main:
+        if calibrate is None or not (self.info.is_main or self.sharded):
             return
         with ckpt.isolated_rng(self.generator), self.ema.swapped(self.model), torch.no_grad(), \
-                self.autocast():
+                self.autocast(), gathered(self.model):
             self.model.eval()
             try:
                 calibrate(self.model)
@@ -294,13 +263,13 @@ class Trainer:
     def fit(self, resume: bool = False, until_step: int | None = None) -> Path:
         cfg, info = self.cfg, self.info
         last = ckpt.checkpoint_dir(self.run_dir) / ckpt.LAST
-        state = None
+        source, state = dcp_ckpt.resume_source(last.parent), None  # last.pt, or the newest sharded folder
         if resume:
-            if not last.is_file():
+            if source is None:
                 raise CheckpointError(f"{last}: no checkpoint to resume (run without --resume to start)")
-            state = self.load(last)
-        elif last.exists():
-            raise CheckpointError(f"{self.run_dir} already holds a checkpoint ({last}); pass --resume to "
+            state = self.load(source)
+        elif source is not None:
+            raise CheckpointError(f"{self.run_dir} already holds a checkpoint ({source}); pass --resume to "
                                   "continue it, or choose another --out")
         if info.is_main:
             save_recipe(self.recipe, self.run_dir / "recipe.json")
@@ -329,7 +298,7 @@ class Trainer:
                 loss.backward()
                 # clip_grad_norm_ with max_norm=inf only measures the norm (for logging).
                 clip = self.recipe.optim.grad_clip if self.recipe.optim.grad_clip > 0 else math.inf
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+                grad_norm = full_value(torch.nn.utils.clip_grad_norm_(self.params, clip))
                 lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
                 self.optimizer.step()
                 self.scheduler.step()
@@ -393,7 +362,7 @@ def train(recipe: Recipe, resume: bool = False, until_step: int | None = None,
     ``until_step`` ends this session early at that global step (the LR schedule still spans
     ``train.steps``), e.g. to train in chunks with ``resume=True``.
     """
-    info = init_distributed(recipe.train.device)
+    info = init_distributed(recipe.train.device, recipe.train.parallel)
     try:
         return Trainer(recipe, info, progress=progress).fit(resume=resume, until_step=until_step)
     finally:
