@@ -19,6 +19,18 @@ Layout (per frame f, shapes for one frame):
   ``blocks_out`` residual blocks, then a zero-initialised conv3x3 to C channels that is **added** to
   the transformer's own velocity output.
 
+**Action-conditioned shift** (``shift_kernel`` = K > 0): before the stem sees it, the previous
+frame is convolved (depthwise, the same kernel for every channel) with a K x K kernel predicted from
+the frame's action embedding and normalised by a softmax, so it is a convex mixture of the previous
+frame shifted by up to (K - 1) / 2 latent pixels in each direction; it starts as the identity.
+Composing a shift out of 3 x 3 convs and then discovering that the action selects it is a long way
+for gradient descent; here the loss's gradient on each kernel weight is directly the correlation
+of the error with one shifted copy of the previous frame, so the action's effect on the picture
+(a turn pans it) is learned in hundreds of steps instead of never (docs/model.md, the ablation).
+This is the discrete, action-indexed cousin of flow-warping the previous frame in video prediction
+(e.g. Finn et al. 2016, "Unsupervised Learning for Physical Interaction through Video Prediction",
+whose CDNA predicts per-step convolution kernels); nothing in it is specific to one environment.
+
 ``prev[f]`` is frame f - 1 of the same call as the network sees it (noisy at its own level during
 diffusion-forcing training and inside a chunk; clean in the cache), and for the first frame the
 caller's ``prev`` (the last cached frame when streaming) or "absent" (zeros at level 1).
@@ -44,6 +56,7 @@ class LatentConvConfig:
     blocks_in: int = 1
     blocks_out: int = 1
     groups: int = 8
+    shift_kernel: int = 0  # K: action-predicted K x K shift kernel on the previous frame (0 = off, odd)
 
     @property
     def enabled(self) -> bool:
@@ -53,6 +66,9 @@ class LatentConvConfig:
         if self.width < 0 or self.blocks_in < 0 or self.blocks_out < 0:
             raise ConfigError(f"dit.conv: width/blocks_in/blocks_out must be >= 0, got "
                               f"{self.width}/{self.blocks_in}/{self.blocks_out}")
+        if self.shift_kernel < 0 or (self.shift_kernel and self.shift_kernel % 2 == 0):
+            raise ConfigError(f"dit.conv.shift_kernel: expected 0 (off) or an odd size, got "
+                              f"{self.shift_kernel}")
         if self.width and (self.groups < 1 or self.width % self.groups):
             raise ConfigError(f"dit.conv.groups: {self.groups} must divide conv.width {self.width}")
 
@@ -98,6 +114,24 @@ class LatentConv(nn.Module):
         for m in (self.to_tokens, self.out):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        k = cfg.shift_kernel
+        self.shift = nn.Linear(dim, k * k) if k else None  # action -> K*K kernel logits
+        if self.shift is not None:
+            nn.init.zeros_(self.shift.weight)
+            with torch.no_grad():  # start as (almost) the identity: a peak at the centre tap
+                self.shift.bias.fill_(0.0)
+                self.shift.bias[k * k // 2] = 8.0
+
+    def shifted(self, prev: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The previous frames moved by their action's kernel: prev (B, F, C, h, w), action (B, F, D)."""
+        b, f, c, h, w = prev.shape
+        k = self.cfg.shift_kernel
+        logits = self.shift(action.reshape(b * f, -1)).float()  # (B*F, K*K)
+        kern = torch.softmax(logits, dim=-1).to(prev.dtype)
+        weight = kern.view(b * f, 1, 1, k, k).expand(b * f, c, 1, k, k).reshape(b * f * c, 1, k, k)
+        # edge replication: a pan brings in content from beyond the border, the edge is the best guess
+        padded = F.pad(prev.reshape(1, b * f * c, h, w), (k // 2,) * 4, mode="replicate")
+        return F.conv2d(padded, weight, groups=b * f * c).view(b, f, c, h, w)
 
     @staticmethod
     def previous(x: torch.Tensor, t: torch.Tensor, prev: torch.Tensor | None, prev_t: torch.Tensor | None,
@@ -120,6 +154,8 @@ class LatentConv(nn.Module):
              action: torch.Tensor) -> torch.Tensor:
         """x, prev: (B, F, C, h, w); prev_t: (B, F); cond, action: (B, F, D) -> features (B*F, W, h, w)."""
         b, f, c, h, w = x.shape
+        if self.shift is not None:
+            prev = self.shifted(prev, action)
         level = prev_t.reshape(b * f, 1, 1, 1).expand(b * f, 1, h, w).to(x.dtype)
         inp = torch.cat([x.reshape(b * f, c, h, w), prev.reshape(b * f, c, h, w), level], dim=1)
         feat = self.stem_in(inp) + self.action_bias(action.reshape(b * f, -1))[:, :, None, None]
