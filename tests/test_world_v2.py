@@ -26,7 +26,8 @@ def v2_net(seed: int = 0, max_frames: int = 8, conv: bool = True, adaln: bool = 
     torch.manual_seed(seed)
     cfg = DiTConfig(in_channels=12, latent_size=(4, 4), patch_size=2, dim=32, depth=2, num_heads=2,
                     max_frames=max_frames, freq_dim=16, actions=ActionConfig(num_interact=2),
-                    action_adaln=adaln, conv=LatentConvConfig(width=8 if conv else 0, groups=4))
+                    action_adaln=adaln, conv=LatentConvConfig(width=8 if conv else 0, groups=4,
+                                                               shift_kernel=3 if conv else 0))
     dit = DiT(cfg)
     with torch.no_grad():  # random weights everywhere (zero-inits included), so every input matters
         for p in dit.parameters():
@@ -130,6 +131,26 @@ def test_conv_path_sees_the_previous_frame_and_memory_frames_do_not_chain():
         e = dit(x2, t, acts)
         f = dit(x, t, acts)
     assert not torch.allclose(c[:, 1] - d[:, 1], e[:, 1] - f[:, 1], atol=1e-4)
+
+
+def test_shift_kernel_moves_the_previous_frame_by_the_selected_tap():
+    """A kernel peaked on the tap right of centre shifts the picture one latent pixel left (and the
+    identity start leaves it in place), with the edge replicated."""
+    from infworld.models.latent_conv import LatentConv
+
+    conv = LatentConv(LatentConvConfig(width=4, groups=2, shift_kernel=3), channels=2, patch=2, dim=8)
+    prev = torch.randn(1, 2, 2, 6, 6)
+    act = torch.randn(1, 2, 8)
+    with torch.no_grad():
+        start = conv.shifted(prev, act)
+        assert float((start - prev).abs().max()) < 0.03 * float(prev.abs().max())  # centre peak: ~identity
+        conv.shift.bias.zero_()
+        conv.shift.bias[5] = 50.0  # row 1, column 2 of the 3 x 3 kernel: reads the right neighbour
+        moved = conv.shifted(prev, act)
+    assert torch.allclose(moved[..., :-1], prev[..., 1:], atol=1e-5)
+    assert torch.allclose(moved[..., -1], prev[..., -1], atol=1e-5)  # edge replicated
+    with pytest.raises(ConfigError, match="shift_kernel"):
+        LatentConvConfig(width=4, groups=2, shift_kernel=4).check()
 
 
 def test_action_adaln_makes_actions_matter_at_init():
