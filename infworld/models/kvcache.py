@@ -164,6 +164,7 @@ class KVCache:
         return PastKV(
             keys=[self._k[layer, :, :, :hi] for layer in range(self.cfg.num_layers)],
             values=[self._v[layer, :, :, :hi] for layer in range(self.cfg.num_layers)],
-            positions=(self._index[: self._n] - base).to(torch.float32),
-            pinned=torch.zeros(self._n, dtype=torch.bool),
+            # on the cache's device: a memory prefix (on that device) is concatenated in front of it
+            positions=(self._index[: self._n] - base).to(self._k.device, torch.float32),
+            pinned=torch.zeros(self._n, dtype=torch.bool, device=self._k.device),
         )

@@ -108,6 +108,16 @@ def _units(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
+
+def _param_groups(state) -> list:
+    """FSDP2's parameter groups of one unit's state: a list in some torch releases, a single (or no)
+    group in others (2.11 has only ``_fsdp_param_group``)."""
+    groups = getattr(state, "_fsdp_param_groups", None)
+    if groups is not None:
+        return list(groups)
+    group = getattr(state, "_fsdp_param_group", None)
+    return [group] if group is not None else []
+
 @contextmanager
 def gathered(model: nn.Module) -> Iterator[nn.Module]:
     """Inside: every unit all-gathered and kept so, so any method (``encode``, a rollout engine) sees
@@ -124,7 +134,7 @@ def gathered(model: nn.Module) -> Iterator[nn.Module]:
     for unit in units:
         state = unit._get_fsdp_state()
         saved.append((state, state._auto_reshard_after_forward,
-                      [g.post_forward_mesh_info for g in state._fsdp_param_groups]))
+                      [g.post_forward_mesh_info for g in _param_groups(state)]))
         unit.set_reshard_after_forward(False, recurse=False)
         unit.unshard()
     try:
@@ -134,7 +144,7 @@ def gathered(model: nn.Module) -> Iterator[nn.Module]:
             unit.reshard()
         for state, auto, infos in saved:
             state._auto_reshard_after_forward = auto
-            for group, info in zip(state._fsdp_param_groups, infos, strict=True):
+            for group, info in zip(_param_groups(state), infos, strict=True):
                 group.post_forward_mesh_info = info
 
 

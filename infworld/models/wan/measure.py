@@ -5,6 +5,7 @@ docs/scale.md::
 
     python -m infworld.models.wan.measure --out wan_measure.json            # everything
     python -m infworld.models.wan.measure --only train --size 1.3B
+    torchrun --nproc_per_node 1 -m infworld.models.wan.measure --fsdp --out wan_fsdp.json
 
 * ``train``: one optimizer step (AdamW, fp32 master weights, bf16 autocast, as the trainer's
   ``precision: bf16``), diffusion-forcing levels per frame, actions on, block-causal mask, with and
@@ -13,6 +14,11 @@ docs/scale.md::
 * ``stream``: one velocity evaluation of a chunk of latent frames against a full KV cache (bf16
   weights, no grad): the unit of interactive generation (times sampler steps per chunk).
 * ``vae``: encode and decode of a video with the Wan VAE (needs diffusers).
+* ``--fsdp`` (under torchrun): the training step as ``train.parallel: fsdp`` runs it: the model
+  sharded by :func:`infworld.train.fsdp.apply_fsdp` (one unit per block, bf16 compute / fp32
+  reduce, fp32 sharded master weights), the block's own activation checkpointing
+  (``grad_checkpointing``, as the trainer sets it), global-norm clipping, AdamW (the trainer's
+  ``foreach`` default) on the shards. Each rank reports its own peak memory.
 """
 
 from __future__ import annotations
@@ -86,6 +92,46 @@ def measure_train(size: str, res: str, frames: int, batch: int, ckpt: bool, reps
     return out
 
 
+def measure_fsdp(size: str, res: str, frames: int, batch: int, reps: int = 3) -> dict[str, Any]:
+    """One FSDP2 training step per rep (see the module docstring); needs an initialised process group."""
+    import torch.distributed as dist
+
+    from infworld.train.fsdp import apply_fsdp, full_value
+
+    dev = f"cuda:{torch.cuda.current_device()}"
+    cfg = wan_config(size, RESOLUTIONS[res], frames, grad_checkpointing=True)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(0)  # every rank starts from the same weights, as the trainer's seeded build
+    with torch.device(dev):
+        model = WanDiT(cfg).train()
+    params = sum(p.numel() for p in model.parameters())
+    model, notes = apply_fsdp(model, ("blocks",), bf16=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    g = torch.Generator(device=dev).manual_seed(1 + dist.get_rank())  # each rank its own clips
+    x = torch.randn(batch, frames, 16, *cfg.latent_size, device=dev, generator=g)
+    target = torch.randn(x.shape, device=dev, generator=g)
+    t = torch.rand(batch, frames, device=dev, generator=g)
+    acts = _actions(batch, frames, dev)
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = (model(x, t, acts).float() - target).square().mean()
+        loss.backward()
+        full_value(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # global norm, as the trainer
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # warm-up: kernels and optimizer state
+    sec = _sync_time(step, reps)
+    ranks = dist.get_world_size()
+    out = {"what": "train_fsdp", "size": size, "res": res, "latent_frames": frames, "batch_per_gpu": batch,
+           "gpus": ranks, "tokens": frames * cfg.tokens_per_frame, "params": params,
+           "step_s": round(sec, 3), "peak_gib": _peak_gib(), "samples_per_s": round(ranks * batch / sec, 3),
+           "notes": notes}
+    return out
+
+
 @torch.no_grad()
 def measure_stream(size: str, res: str, window: int, chunk: int, reps: int = 10) -> dict[str, Any]:
     dev = DEVICE
@@ -138,10 +184,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", choices=["train", "stream", "vae"], default=None)
     ap.add_argument("--size", choices=sorted(WAN_SIZES), default="1.3B")
     ap.add_argument("--out", default="")
+    ap.add_argument("--fsdp", action="store_true", help="FSDP2 training steps only (launch with torchrun)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("measure: needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = True
+    if args.fsdp:
+        return _main_fsdp(args)
     jobs = []
     if args.only in (None, "train"):
         jobs += [lambda: measure_train(args.size, "256x256", 16, 1, True),
@@ -169,6 +218,38 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.out, "w") as fh:
             meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
             json.dump({**meta, "rows": rows}, fh, indent=1)
+
+
+def _main_fsdp(args: argparse.Namespace) -> None:
+    import gc
+    import os
+
+    import torch.distributed as dist
+
+    from infworld.train.distributed import init_distributed, shutdown
+
+    info = init_distributed("auto", "fsdp")  # a clear error without torchrun
+    torch.cuda.set_device(info.device)
+    jobs = [lambda: measure_fsdp(args.size, "256x256", 16, 1),
+            lambda: measure_fsdp(args.size, "256x256", 16, 4),
+            lambda: measure_fsdp(args.size, "480x832", 21, 1, reps=2)]
+    rows = []
+    for job in jobs:
+        try:
+            row = job()
+        except torch.cuda.OutOfMemoryError as exc:
+            row = {"error": f"out of memory: {str(exc)[:120]}"}
+        row["rank"] = info.rank
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        gc.collect()  # the last row's model and optimizer (FSDP hooks hold reference cycles)
+        torch.cuda.empty_cache()
+    if args.out and info.rank == 0:
+        with open(args.out, "w") as fh:
+            meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                    "world_size": dist.get_world_size(), "torchrun": "TORCHELASTIC_RUN_ID" in os.environ}
+            json.dump({**meta, "rows": rows}, fh, indent=1)
+    shutdown(info)
 
 
 if __name__ == "__main__":

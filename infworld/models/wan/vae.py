@@ -84,7 +84,8 @@ class WanVAE(nn.Module):
         raw = str(path)
         p = Path(os.path.expandvars(raw)).expanduser()
         if not p.exists():
-            raise CheckpointError(f"Wan VAE {raw!r}: {str(p)!r} does not exist (docs/scale.md)")
+            hint = " (an environment variable in it is unset)" if "$" in str(p) else ""
+            raise CheckpointError(f"Wan VAE {raw!r}: {str(p)!r} does not exist{hint} (docs/scale.md)")
         if p.is_dir() and (p / "vae" / "config.json").is_file():
             p = p / "vae"
         if p.is_dir() and (p / "config.json").is_file():

@@ -7,8 +7,14 @@ latents of clips from :class:`~infworld.data.dataset.ClipDataset`. Evaluation: t
 next-frame PSNR (each frame generated from the real frames before it, with the configured sampler,
 uint8-quantised) through the same rollout engine as inference (infworld/world.py), plus val loss.
 
+Backbone: ``backbone: dit`` (default) is the CPU-scale :class:`~infworld.models.dit.DiT`
+(``model.dit``); ``backbone: wan`` is the Wan2.1 transformer (``model.wan``, infworld/models/wan/,
+docs/scale.md), loaded from ``wan.weights`` when set. Either sits at ``WorldNet.dit`` with the same
+forward signature, so the loss, the rollout engine and the memory strategies use it unchanged.
+
 Tokenizer: ``tokenizer`` names an exported tokenizer (folder or name, loaded with
-``infworld.train.export.load_model``), or ``pixels:P``, a parameter-free space-to-depth map
+``infworld.train.export.load_model``), ``wan-vae:PATH`` (the Wan2.1 VAE in image mode, one latent
+per frame; infworld/models/wan/vae.py), or ``pixels:P``, a parameter-free space-to-depth map
 (frames (3, H, W) -> latents (3 P^2, H/P, W/P)) for pixel-space diffusion as in DIAMOND, tests and
 quick experiments.
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,6 +39,8 @@ from infworld.diffusion.samplers import SamplerConfig
 from infworld.errors import CheckpointError, ConfigError, InfWorldError
 from infworld.models.action import frame_actions
 from infworld.models.dit import DiT, DiTConfig
+from infworld.models.wan.config import WanConfig
+from infworld.models.wan.transformer import build_backbone
 from infworld.train.latent_cache import LatentCache
 from infworld.train.task import get_task, register_task
 from infworld.train.tasks.memory_train import (
@@ -46,15 +54,20 @@ from infworld.train.tasks.memory_train import (
 )
 
 PIXELS_PREFIX = "pixels:"
+WAN_VAE_PREFIX = "wan-vae:"  # = infworld.models.wan.vae.WAN_VAE_PREFIX (that module imports diffusers lazily)
+BACKBONES = ("dit", "wan")
 ACTION_KEYS = ("move", "view", "interact")
 
 
 @dataclass
 class WorldConfig:
-    """Model config of the world task. Zeros mean "derive": ``dit.in_channels``/``latent_size`` from
-    the tokenizer, ``dit.actions.num_interact`` from the dataset, ``dit.max_frames`` from
-    ``data.clip_len``, ``window`` (inference attention window) from ``dit.max_frames``,
-    ``eval_context`` (real frames before the first predicted one) from ``clip_len // 2``.
+    """Model config of the world task. ``backbone`` picks the network: ``"dit"`` (config ``dit``) or
+    ``"wan"`` (config ``wan``, :class:`~infworld.models.wan.config.WanConfig`); what this docstring
+    says of ``dit.*`` holds for ``wan.*`` when it is the backbone. Zeros mean "derive":
+    ``dit.in_channels``/``latent_size`` from the tokenizer, ``dit.actions.num_interact`` from the
+    dataset, ``dit.max_frames`` from ``data.clip_len``, ``window`` (inference attention window) from
+    ``dit.max_frames``, ``eval_context`` (real frames before the first predicted one) from
+    ``clip_len // 2``.
     ``context_noise``: the inference context noise level stored in the export (at most the training
     maximum ``forcing.context_noise``). ``latent_cache_mb``: see :class:`LatentCache`.
     ``memory``: train with memory context
@@ -62,7 +75,9 @@ class WorldConfig:
     to L, the training window."""
 
     tokenizer: str = "pixels:8"
+    backbone: Literal["dit", "wan"] = "dit"
     dit: DiTConfig = field(default_factory=DiTConfig)
+    wan: WanConfig = field(default_factory=WanConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     forcing: ForcingConfig = field(default_factory=ForcingConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -167,6 +182,10 @@ def load_tokenizer(spec: str, frame_size: tuple[int, int]) -> tuple[nn.Module, d
     """The tokenizer named by ``spec`` and the JSON that rebuilds it without files (see build_tokenizer)."""
     if spec.startswith(PIXELS_PREFIX):
         embed: dict[str, Any] = {"spec": spec}
+    elif spec.startswith(WAN_VAE_PREFIX):
+        from infworld.models.wan.vae import load_wan_tokenizer
+
+        return load_wan_tokenizer(spec)  # image mode: one latent per frame
     else:
         from infworld.train.export import load_model
 
@@ -188,6 +207,10 @@ def build_tokenizer(embed: dict[str, Any], frame_size: tuple[int, int]) -> nn.Mo
         except ValueError:
             raise ConfigError(f"tokenizer {spec!r}: expected 'pixels:P' with an integer P") from None
         return PixelTokenizer(patch, frame_size)
+    if spec.startswith(WAN_VAE_PREFIX):
+        from infworld.models.wan.vae import build_wan_tokenizer
+
+        return build_wan_tokenizer(embed)
     if "task" not in embed or "model_config" not in embed:
         raise CheckpointError(f"world config: tokenizer entry {embed!r} lacks 'task'/'model_config'")
     _, task_cls = get_task(embed["task"])
@@ -209,6 +232,8 @@ class WorldTask:
         config.flow.check()
         config.forcing.check()
         config.sampler.check()
+        if config.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone: expected one of {list(BACKBONES)}, got {config.backbone!r}")
         if not 0.0 <= config.context_noise <= config.forcing.context_noise:
             raise ConfigError(f"model.context_noise: {config.context_noise} must lie in 0..forcing."
                               f"context_noise ({config.forcing.context_noise}), the levels it is trained on")
@@ -221,7 +246,7 @@ class WorldTask:
         self.dit_config = self._resolve_dit(config, data.clip_len)
         window = config.window or self.dit_config.max_frames
         if not 1 <= window <= self.dit_config.max_frames:
-            raise ConfigError(f"model.window: {window} must be in 1..dit.max_frames "
+            raise ConfigError(f"model.window: {window} must be in 1..{config.backbone}.max_frames "
                               f"({self.dit_config.max_frames})")
         if not 1 <= config.chunk <= window:
             raise ConfigError(f"model.chunk: {config.chunk} must be in 1..window ({window})")
@@ -232,38 +257,49 @@ class WorldTask:
             raise ConfigError(f"model.memory: {[n for n, m in self.memories.items() if m.needs_poses]} need "
                               f"poses, but {data.root} has none (meta.has_pose is false)")
         # Record the resolved values in the config itself, so checkpoints carry the real sizes.
-        config.dit = copy.deepcopy(self.dit_config)
+        setattr(config, config.backbone, copy.deepcopy(self.dit_config))
         config.window = window
         d = self.dit_config
         budget = config.latent_cache_mb * 2**20
         self._cache = LatentCache(data.root, (d.in_channels, *d.latent_size), budget) if budget else None
 
-    def _resolve_dit(self, config: WorldConfig, clip_len: int) -> DiTConfig:
+    def _resolve_dit(self, config: WorldConfig, clip_len: int) -> DiTConfig | WanConfig:
+        """The backbone's config (``model.dit`` or ``model.wan``) with the derived sizes filled in."""
         try:
             probe = self.tokenizer.encode(torch.zeros(1, 3, *self.frame_size, dtype=torch.uint8))
         except InfWorldError as exc:
             raise ConfigError(f"tokenizer {config.tokenizer!r} does not accept {self.frame_size} frames of "
                               f"{self.recipe.data.root}: {exc}") from exc
         c, h, w = probe.shape[-3:]
-        d = copy.deepcopy(config.dit)
-        if d.in_channels and d.in_channels != c or any(d.latent_size) and tuple(d.latent_size) != (h, w):
-            raise ConfigError(f"model.dit: in_channels/latent_size {d.in_channels}/{tuple(d.latent_size)} "
-                              f"differ from the tokenizer's latents {(c, h, w)}; leave them 0 to derive them")
+        name = config.backbone
+        d = copy.deepcopy(config.wan if name == "wan" else config.dit)
+        if d.in_channels and d.in_channels != c:
+            hint = (" (Wan2.1 weights expect the Wan VAE's 16 channels: use tokenizer wan-vae:PATH)"
+                    if name == "wan" and d.weights else "; leave it 0 to derive it")
+            raise ConfigError(f"model.{name}.in_channels: {d.in_channels} differs from the {c} latent "
+                              f"channels of tokenizer {config.tokenizer!r} (latents {(c, h, w)}){hint}")
+        if any(d.latent_size) and tuple(d.latent_size) != (h, w):
+            raise ConfigError(f"model.{name}.latent_size: {tuple(d.latent_size)} differs from the "
+                              f"tokenizer's latents {(c, h, w)}; leave it 0 to derive it")
+        if name == "wan" and d.frames_per_latent != 1:
+            raise ConfigError(f"model.wan.frames_per_latent: {d.frames_per_latent}; the world task runs the "
+                              "tokenizer in image mode (one latent per frame), expected 1 (video mode: "
+                              "docs/scale.md)")
         d.in_channels, d.latent_size = int(c), (int(h), int(w))
         vocab = len(self.meta.interact_vocab)
         if d.actions.num_interact == 0:
             d.actions.num_interact = vocab
         elif d.actions.num_interact < vocab:
-            raise ConfigError(f"model.dit.actions.num_interact: {d.actions.num_interact} is smaller than the "
-                              f"dataset's interact vocabulary ({vocab})")
+            raise ConfigError(f"model.{name}.actions.num_interact: {d.actions.num_interact} is smaller than "
+                              f"the dataset's interact vocabulary ({vocab})")
         span = clip_len - config.memory.history if config.memory.enabled else clip_len
         if span < 2:
             raise ConfigError(f"data.clip_len {clip_len}: must exceed model.memory.history "
                               f"({config.memory.history}) by at least 2 frames (the training window)")
         d.max_frames = d.max_frames or span
         if span > d.max_frames:
-            raise ConfigError(f"data.clip_len {clip_len} (minus memory history) exceeds model.dit.max_frames "
-                              f"{d.max_frames}")
+            raise ConfigError(f"data.clip_len {clip_len} (minus memory history) exceeds "
+                              f"model.{name}.max_frames {d.max_frames}")
         d.grad_checkpointing = d.grad_checkpointing or config.grad_checkpointing
         d.check()
         return d
@@ -274,7 +310,8 @@ class WorldTask:
         tokenizer = copy.deepcopy(self.tokenizer)
         d = self.dit_config
         modules = build_modules(self.config.memory, self.window, (d.in_channels, *d.latent_size))
-        net = WorldNet(DiT(d), tokenizer, self.frame_size, self.export_config(), modules)
+        backbone = build_backbone(d) if self.config.backbone == "wan" else DiT(d)
+        net = WorldNet(backbone, tokenizer, self.frame_size, self.export_config(), modules)
         if self.config.init_from:
             from infworld.train.finetune import load_matching
 
@@ -373,7 +410,9 @@ class WorldTask:
 
     def export_config(self) -> dict[str, Any]:
         return {
-            "dit": to_dict(self.dit_config),
+            "backbone": self.config.backbone,
+            # "dit" for the DiT, as before the Wan backbone existed, so older readers are unchanged
+            self.config.backbone: to_dict(self.dit_config),
             "frame_size": list(self.frame_size),
             "tokenizer": self.tokenizer_embed,
             "interact_vocab": list(self.meta.interact_vocab),
@@ -390,8 +429,15 @@ class WorldTask:
 
     @classmethod
     def build_inference_model(cls, model_config: dict[str, Any]) -> WorldNet:
+        backbone = model_config.get("backbone", "dit")
+        if backbone not in BACKBONES:
+            raise CheckpointError(f"world model config: unknown backbone {backbone!r}; expected one of "
+                                  f"{list(BACKBONES)}")
         try:
-            dit_cfg = build_dataclass(DiTConfig, model_config["dit"], "dit")
+            if backbone == "wan":
+                dit_cfg = build_dataclass(WanConfig, model_config["wan"], "wan")
+            else:
+                dit_cfg = build_dataclass(DiTConfig, model_config["dit"], "dit")
             frame_size = tuple(int(s) for s in model_config["frame_size"])
             tokenizer = build_tokenizer(dict(model_config["tokenizer"]), frame_size)
         except (KeyError, TypeError, ValueError) as exc:
@@ -407,7 +453,9 @@ class WorldTask:
                                        (dit_cfg.in_channels, *dit_cfg.latent_size))
             if module is not None:
                 modules[name] = module
-        return WorldNet(DiT(dit_cfg), tokenizer, frame_size, dict(model_config), modules)
+        # the export holds every weight: Wan's are not read again from wan.weights
+        net = build_backbone(dit_cfg, load_weights=False) if backbone == "wan" else DiT(dit_cfg)
+        return WorldNet(net, tokenizer, frame_size, dict(model_config), modules)
 
 
 register_task("world", WorldConfig, WorldTask)
