@@ -18,6 +18,11 @@ Attention is block-causal with a sliding window of ``window`` frames (each frame
 ``window - 1`` frames before it). With that rule the cached rollout equals a full recompute of the
 whole history with the same window (``use_cache=False``, for tests), evictions included, and the
 cache has a fixed size: memory and time per frame are flat over any number of frames.
+
+Frames above are **latent** frames. When the tokenizer compresses time (``frames_per_latent`` r > 1,
+the Wan VAE in video mode), ``step`` takes r n actions and returns r n video frames for n latent
+frames, ``chunk`` and ``window`` count latent frames, and the grouping of frames, actions and poses
+and the streaming VAE coding live in infworld/video_frames.py. With r = 1 nothing changes.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from infworld.memory.context import memory_past
 from infworld.memory.registry import make_memory
 from infworld.models.action import NULL_ACTION, null_like
 from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
+from infworld.video_frames import VideoFrames, float_to_frames, frames_to_float  # (re-exported)
 
 
 @dataclass
@@ -59,23 +65,6 @@ class RolloutConfig:
         if not 0.0 <= self.context_noise < 1.0:
             raise ConfigError(f"rollout context_noise: expected a noise level in 0..1 (exclusive), got "
                               f"{self.context_noise}")
-
-
-def frames_to_float(frames: Any, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 frames (B, n, H, W, 3) or (n, H, W, 3) -> float (B, n, 3, H, W) in [-1, 1]."""
-    x = torch.as_tensor(np.asarray(frames)) if not torch.is_tensor(frames) else frames
-    if x.dim() == 4:
-        x = x[None]
-    if x.dtype != torch.uint8 or x.dim() != 5 or x.shape[-1] != 3 or tuple(x.shape[2:4]) != tuple(size):
-        raise DataError(f"expected uint8 frames (B, n, {size[0]}, {size[1]}, 3), got "
-                        f"{tuple(x.shape)} {x.dtype}", field="frames")
-    return x.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
-
-
-def float_to_frames(x: torch.Tensor) -> np.ndarray:
-    """float (B, n, 3, H, W) in [-1, 1] -> uint8 numpy (B, n, H, W, 3)."""
-    u8 = ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return u8.permute(0, 1, 3, 4, 2).cpu().numpy()
 
 
 def _init_params(memory: str) -> set[str]:
@@ -120,9 +109,12 @@ class WorldModel:
             self.memory.attach(modules[self.memory.name])
         if not 1 <= cfg.chunk <= dcfg.max_frames:
             raise ConfigError(f"rollout chunk: expected 1..{dcfg.max_frames} frames, got {cfg.chunk}")
+        self.video = VideoFrames(net)  # video <-> latent frames (r = frames_per_latent)
+        self.video.check_memory(self.memory)
+        self.frames_per_latent = self.video.r
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.batch = 0
-        self.index = 0  # frames committed so far (observed + generated)
+        self.index = 0  # latent frames committed so far (observed + generated)
         self.cache: KVCache | None = None
         self._history: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # use_cache=False only
         self._prefix: tuple[int, PastKV | None] | None = None  # memory context of the next chunk
@@ -182,12 +174,15 @@ class WorldModel:
         return tuple(self.net.frame_size)
 
     def reset(self, context_frames: Any, actions: Mapping[str, Any] | None = None, poses: Any = None) -> None:
-        """Start a rollout from K >= 1 observed frames (B, K, H, W, 3) uint8 (or (K, H, W, 3)).
+        """Start a rollout from K >= 1 observed frames (B, K, H, W, 3) uint8 (or (K, H, W, 3)); K = 1 + r k
+        for r frames per latent frame (1 + k latent frames).
 
         ``actions``: the K - 1 transitions between them (B, K-1) per field (None = unknown, null);
         ``poses``: (B, K, 5) when the memory needs them.
         """
         x = frames_to_float(context_frames, self.frame_size)
+        k = x.shape[1]
+        self.video.latents_of(k, first=True)
         self.batch = x.shape[0]
         self.index = 0
         self._history = None
@@ -195,6 +190,7 @@ class WorldModel:
         self._last_pose = None
         self._prev = None
         self.memory.reset()
+        self.video.reset()
         if self.config.use_cache:
             n_max = max(self.config.chunk, 1)
             if self.cache is None or self.cache.batch_size != self.batch:
@@ -203,45 +199,50 @@ class WorldModel:
                                                    capacity=self.window - 1 + n_max,
                                                    dtype=self.config.cache_dtype), self.batch, self.device)
             self.cache.reset()
-        k = x.shape[1]
         acts = self._actions(actions, k - 1) if actions is not None else None
         per_frame = self._null_actions(k)
         if acts is not None:
             for name, a in acts.items():
                 per_frame[name][:, 1:] = a
-        self._observe_latents(self.net.encode(x.to(self.device)), per_frame, poses)
+        acts, p = self.video.group(per_frame, first=True), self.video.poses(self._poses(poses, k), first=True)
+        self._observe_latents(self.video.encode(x.to(self.device)), acts, p)
 
     def observe(self, frames: Any, actions: Mapping[str, Any], poses: Any = None) -> None:
-        """Append n real frames (B, n, H, W, 3) reached by ``actions`` (B, n) (teacher forcing)."""
+        """Append n real frames (B, n, H, W, 3) reached by ``actions`` (B, n) (teacher forcing); n is a
+        multiple of r (frames per latent frame)."""
         self._require_reset()
         x = frames_to_float(frames, self.frame_size)
         self._check_batch(x.shape[0])
-        self._observe_latents(self.net.encode(x.to(self.device)), self._actions(actions, x.shape[1]), poses)
+        n = x.shape[1]
+        self.video.latents_of(n)
+        acts, p = self.video.group(self._actions(actions, n)), self.video.poses(self._poses(poses, n))
+        self._observe_latents(self.video.encode(x.to(self.device)), acts, p)
 
     @torch.no_grad()
     def step(self, actions: Mapping[str, Any], poses: Any = None, commit: bool = True) -> np.ndarray:
         """Generate the frames that ``actions`` (B, n) lead to; returns uint8 (B, n, H, W, 3).
 
-        ``n`` may be anything from 1 to ``chunk``. With ``commit=False`` the frames are returned but
-        not added to the context (e.g. to compare against a real frame, then :meth:`observe` it).
+        ``n`` may be anything from 1 to ``chunk`` (latent frames) times r (frames per latent frame; a
+        multiple of r). With ``commit=False`` the frames are returned but not added to the context
+        (e.g. to compare against a real frame, then :meth:`observe` it).
         """
         self._require_reset()
         first = next((np.asarray(a) for k, a in actions.items() if k in self.dit.cfg.actions.sizes()), None)
         n = int(first.shape[-1]) if first is not None and first.ndim else 0
-        if not 1 <= n <= self.config.chunk:
-            raise DataError(f"expected 1..{self.config.chunk} actions per step (the chunk size), got {n}",
-                            field="actions")
-        acts = self._actions(actions, n)
+        self.video.step_latents(n, self.config.chunk)
+        acts = self.video.group(self._actions(actions, n))  # (B, n / r[, r]) per field
+        p = self.video.poses(self._poses(poses, n)) if commit else None
         latents = self._generate(acts)
-        self.last_latents = latents  # (B, n, C, h, w), for inspection and latent-space metrics
-        frames = float_to_frames(self.net.decode(latents))
+        self.last_latents = latents  # (B, n / r, C, h, w), for inspection and latent-space metrics
+        frames = float_to_frames(self.video.decode(latents, commit))
         if commit:
-            self._commit(latents, acts, poses)
+            self._commit(latents, acts, p)
         return frames
 
     def state_nbytes(self) -> int:
-        """Bytes of rollout state: KV cache + memory (+ the history when the cache is off)."""
-        total = self.memory.nbytes()
+        """Bytes of rollout state: KV cache + memory + VAE stream caches (+ the history when the cache is
+        off)."""
+        total = self.memory.nbytes() + self.video.nbytes()
         if self.cache is not None and self.config.use_cache:
             total += self.cache.nbytes()
         if self._history is not None:
@@ -382,20 +383,19 @@ class WorldModel:
         return (1.0 - s) * latents + s * eps  # rectified-flow interpolation at level s
 
     @torch.no_grad()
-    def _observe_latents(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], poses: Any) -> None:
+    def _observe_latents(self, latents: torch.Tensor, acts: dict[str, torch.Tensor],
+                         p: torch.Tensor | None) -> None:
         n_max = self.config.chunk
-        p = self._poses(poses, latents.shape[1])
         for lo in range(0, latents.shape[1], n_max):
             hi = min(lo + n_max, latents.shape[1])
             self._commit(latents[:, lo:hi], {k: a[:, lo:hi] for k, a in acts.items()},
-                         p[:, lo:hi] if p is not None else None, checked=True)
+                         p[:, lo:hi] if p is not None else None)
 
     @torch.no_grad()
-    def _commit(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], poses: Any,
-                checked: bool = False) -> None:
-        """Add clean frames to the context: cache their t = 0 keys/values (or the history), then memory."""
+    def _commit(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], p: torch.Tensor | None) -> None:
+        """Add clean frames to the context: cache their t = 0 keys/values (or the history), then memory;
+        ``p``: checked poses (B, n, 5) or None."""
         n = latents.shape[1]
-        p = poses if checked else self._poses(poses, n)
         ctx_lat = self._context_latents(latents)
         if self.config.use_cache:
             base, past = self._context()

@@ -1,6 +1,7 @@
 """Wan2.1 at the scale path: the transformer as a block-causal, action-conditioned world-model backbone
 (transformer.py), its weights in the original and diffusers layouts (weights.py), and the Wan VAE as
-a tokenizer (vae.py, needs the ``wan`` extra: diffusers) with latent caching (latents.py).
+a tokenizer (vae.py, needs the ``wan`` extra: diffusers) with latent caching (latents.py) and latent-rate
+training clips for video mode (clips.py).
 See docs/scale.md."""
 
 from infworld.models.wan.config import WAN_SIZES, WanConfig

@@ -10,9 +10,10 @@ Encoding a 1.3B-scale video VAE costs as much as a training step, and the VAE is
 episode is encoded once, whole (latent j depends on all frames before it, as at inference), and kept
 on disk (:class:`WanLatentStore`): float16 ``(F, C, h, w)`` arrays beside the dataset, one per episode,
 written atomically (temp file + rename, like episodes), in a folder named by a hash of the VAE
-config, the mode and the frame size, so a different VAE never reads stale latents. The idea is that
-of infworld/train/latent_cache.py (encode each frame once), moved to disk because 4x-compressed
-latents are only valid when encoded with their whole past.
+config, its weights, the mode and the frame size, so a different VAE never reads stale latents.
+The idea is that of infworld/train/latent_cache.py (encode each frame once), moved to disk because
+4x-compressed latents are only valid when encoded with their whole past. The world task trains on
+these latents in video mode (clips.py).
 """
 
 from __future__ import annotations
@@ -54,9 +55,18 @@ def group_actions(transitions: Mapping[str, Any], r: int) -> dict[str, torch.Ten
         pad_shape = list(a.shape)
         pad_shape[axis] = r  # frame 0's null action plus r - 1 nulls before it
         used = a.narrow(axis, 0, r * (f - 1))  # transitions into frames 1 .. r(F-1)
-        grouped = torch.cat([torch.full(pad_shape, fill, dtype=a.dtype), used], dim=axis)
+        grouped = torch.cat([torch.full(pad_shape, fill, dtype=a.dtype, device=a.device), used], dim=axis)
         out[name] = grouped.unflatten(axis, (f, r))
     return out
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-1 of a module's state dict (names and bytes): tells two VAEs of one config apart."""
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def latent_poses(poses: Any, r: int) -> torch.Tensor:
@@ -71,7 +81,8 @@ class WanLatentStore:
 
     ``tokenizer`` is a :class:`~infworld.models.wan.vae.WanVAE`; ``cache_dir`` defaults to
     ``ROOT/latents``; ``chunk_frames`` bounds the frames encoded per call (memory), rounded to the
-    VAE's groups. ``device`` is where encoding runs.
+    VAE's groups. ``device`` is where encoding runs. :meth:`episode` and :meth:`latents` may be given
+    another copy of the same VAE to encode with (e.g. the training model's, on its GPU).
     """
 
     def __init__(self, root: str | os.PathLike, tokenizer: Any, cache_dir: str | os.PathLike | None = None,
@@ -83,7 +94,8 @@ class WanLatentStore:
         self.r = int(tokenizer.frames_per_latent)
         self.chunk = max(self.r, chunk_frames - chunk_frames % self.r)
         self.device = torch.device(device)
-        key = json.dumps({"vae": tokenizer.embed(), "size": list(self.meta.size)}, sort_keys=True)
+        key = json.dumps({"vae": tokenizer.embed(), "weights": weights_digest(tokenizer),
+                          "size": list(self.meta.size)}, sort_keys=True)
         tag = hashlib.sha1(key.encode()).hexdigest()[:12]
         self.dir = Path(cache_dir) if cache_dir is not None else self.root / "latents"
         self.dir = self.dir / f"wan-{tag}"
@@ -108,24 +120,29 @@ class WanLatentStore:
             raise DataError(f"corrupt or truncated episode file ({exc})", path=str(path)) from exc
 
     @torch.no_grad()
-    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 frames (T, H, W, 3) -> float16 latents (F, C, h, w), streamed ``chunk_frames`` at a time."""
+    def encode_frames(self, frames: np.ndarray, tokenizer: Any = None) -> np.ndarray:
+        """uint8 frames (T, H, W, 3) -> float16 latents (F, C, h, w), streamed ``chunk_frames`` at a time
+        (with ``tokenizer``, a copy of the store's VAE, on its device, when given)."""
+        tok, device = self.tok, self.device
+        if tokenizer is not None:
+            tok, device = tokenizer, next(tokenizer.parameters()).device
         x = torch.as_tensor(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
         t = (latent_count(x.shape[0], self.r) - 1) * self.r + 1 if self.r > 1 else x.shape[0]
         parts = []
         if self.r == 1:
             for lo in range(0, t, self.chunk):
-                parts.append(self.tok.encode(x[lo : lo + self.chunk].to(self.device)).cpu())
+                parts.append(tok.encode(x[lo : lo + self.chunk].to(device)).cpu())
             z = torch.cat(parts)
         else:
-            stream = self.tok.stream_encoder()
+            stream = tok.stream_encoder()
             for lo in range(0, t, self.chunk):
-                parts.append(stream.push(x[None, lo : min(lo + self.chunk, t)].to(self.device)).cpu()[0])
+                parts.append(stream.push(x[None, lo : min(lo + self.chunk, t)].to(device)).cpu()[0])
             z = torch.cat(parts)
         return z.half().numpy()
 
-    def episode(self, episode: int) -> np.ndarray:
-        """Latents (F, C, h, w) float16 of one episode, encoded and saved on first use."""
+    def episode(self, episode: int, tokenizer: Any = None) -> np.ndarray:
+        """Latents (F, C, h, w) float16 of one episode, encoded (by ``tokenizer`` when given) and saved
+        on first use."""
         self._check(episode)
         path = self.file(episode)
         if path.is_file():
@@ -137,9 +154,22 @@ class WanLatentStore:
         frames = self._arrays(episode, ("frames",)).get("frames")
         if frames is None:
             raise DataError("missing array", path=str(self.paths[episode]), field="frames")
-        z = self.encode_frames(frames)
+        z = self.encode_frames(frames, tokenizer)
         atomic_write_bytes(path, lambda f: np.save(f, z))
         return z
+
+    def latents(self, episodes: Any, starts: Any, length: int, tokenizer: Any = None) -> torch.Tensor:
+        """Latent clips (B, L, C, h, w) float32 on the CPU: frames ``starts[i] ..`` of ``episodes[i]``;
+        episodes not cached yet are encoded first (by ``tokenizer`` when given)."""
+        out = []
+        for e, s in zip(torch.as_tensor(episodes).tolist(), torch.as_tensor(starts).tolist(), strict=True):
+            self._check(e)
+            z = self.episode(e, tokenizer)
+            if s < 0 or s + length > z.shape[0]:
+                raise DataError(f"latent clip {s}..{s + length - 1} outside the episode's {z.shape[0]} "
+                                "latent frames", path=str(self.paths[e]))
+            out.append(torch.from_numpy(np.asarray(z[s : s + length], dtype=np.float32)))
+        return torch.stack(out)
 
     def build(self, episodes: list[int] | None = None) -> int:
         """Encode every episode not cached yet; returns how many were encoded."""

@@ -16,7 +16,9 @@ Two modes, one object:
 * **video mode** (``temporal=True``, ``frames_per_latent = 4``): 5-D inputs (B, T, 3, H, W) /
   (B, F, C, h, w) are whole videos with the 4x temporal compression; a chunk of the world model is
   then a number of latent frames, and actions per latent frame are grouped by
-  :func:`infworld.models.wan.latents.group_actions`.
+  :func:`infworld.models.wan.latents.group_actions`. The rollout engine streams through
+  :meth:`WanVAE.stream_encoder` / :meth:`WanVAE.stream_decoder` (infworld/video_frames.py); training
+  reads whole-episode latents (latents.py, clips.py).
 
 Latents are normalised with the per-channel mean and std of the VAE's config (``latents_mean``,
 ``latents_std``, as Wan's pipelines do): ``z_norm = (mu - mean) / std`` with mu the posterior mean.

@@ -17,6 +17,12 @@ Tokenizer: ``tokenizer`` names an exported tokenizer (folder or name, loaded wit
 per frame; infworld/models/wan/vae.py), or ``pixels:P``, a parameter-free space-to-depth map
 (frames (3, H, W) -> latents (3 P^2, H/P, W/P)) for pixel-space diffusion as in DIAMOND, tests and
 quick experiments.
+
+Video mode (``backbone: wan``, ``wan.frames_per_latent: 4``, ``wan-vae:PATH``): the Wan VAE
+compresses time 4x, ``data.clip_len`` (video frames) must be 1 + 4 k and the model trains on k + 1
+latent frames cut from whole-episode latents cached on disk (models/wan/clips.py, latents.py), with
+actions grouped (B, L, 4) per latent frame; ``window``, ``chunk``, ``memory.history`` and
+``eval_context`` count latent frames.
 """
 
 from __future__ import annotations
@@ -141,6 +147,11 @@ class WorldNet(nn.Module):
             kw["past"] = memory_past(self.dit, memory, ref_pose)
         return self.dit(x, t, actions, **kw)
 
+    @property
+    def frames_per_latent(self) -> int:
+        """Video frames per latent frame of the tokenizer (4: the Wan VAE in video mode)."""
+        return int(getattr(self.tokenizer, "frames_per_latent", 1))
+
     def no_weight_decay(self) -> set[str]:
         """The per-block modulation offsets are biases in matrix form: no weight decay (trainer.py)."""
         return {name for name, _ in self.named_parameters() if name.endswith(".modulation")}
@@ -152,7 +163,10 @@ class WorldNet(nn.Module):
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor, max_batch: int = 64) -> torch.Tensor:
-        """Frames (B, L, 3, H, W) uint8 or float in [-1, 1] -> latents (B, L, C, h, w)."""
+        """Frames (B, L, 3, H, W) uint8 or float in [-1, 1] -> latents (B, L, C, h, w); in video mode
+        (B, 1 + r k, ...) -> (B, 1 + k, ...), each row one video."""
+        if self.frames_per_latent > 1:
+            return self.tokenizer.encode(frames)
         b, n = frames.shape[:2]
         flat = frames.reshape(b * n, *frames.shape[2:])
         z = torch.cat([self.tokenizer.encode(flat[i:i + max_batch]) for i in range(0, b * n, max_batch)])
@@ -160,7 +174,10 @@ class WorldNet(nn.Module):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, max_batch: int = 64) -> torch.Tensor:
-        """Latents (B, L, C, h, w) -> frames (B, L, 3, H, W) in [-1, 1]."""
+        """Latents (B, L, C, h, w) -> frames (B, L, 3, H, W) in [-1, 1]; in video mode (B, 1 + r (L - 1),
+        ...), each row one video."""
+        if self.frames_per_latent > 1:
+            return self.tokenizer.decode(latents.float())
         b, n = latents.shape[:2]
         flat = latents.reshape(b * n, *latents.shape[2:]).float()
         x = torch.cat([self.tokenizer.decode(flat[i:i + max_batch]) for i in range(0, b * n, max_batch)])
@@ -178,14 +195,16 @@ def _export_meta_config(meta: Any, source: str) -> tuple[str, dict[str, Any]]:
     raise CheckpointError(f"tokenizer {source!r}: its config.json lacks 'task' and the model config")
 
 
-def load_tokenizer(spec: str, frame_size: tuple[int, int]) -> tuple[nn.Module, dict[str, Any]]:
-    """The tokenizer named by ``spec`` and the JSON that rebuilds it without files (see build_tokenizer)."""
+def load_tokenizer(spec: str, frame_size: tuple[int, int], temporal: bool = False
+                   ) -> tuple[nn.Module, dict[str, Any]]:
+    """The tokenizer named by ``spec`` and the JSON that rebuilds it without files (see build_tokenizer);
+    ``temporal``: the Wan VAE in video mode."""
     if spec.startswith(PIXELS_PREFIX):
         embed: dict[str, Any] = {"spec": spec}
     elif spec.startswith(WAN_VAE_PREFIX):
         from infworld.models.wan.vae import load_wan_tokenizer
 
-        return load_wan_tokenizer(spec)  # image mode: one latent per frame
+        return load_wan_tokenizer(spec, temporal)  # image mode (one latent per frame) unless temporal
     else:
         from infworld.train.export import load_model
 
@@ -242,8 +261,11 @@ class WorldTask:
             raise ConfigError("data.root: the world task needs a dataset folder")
         self.meta = read_meta(data.root)
         self.frame_size = tuple(self.meta.size)
-        self.tokenizer, self.tokenizer_embed = load_tokenizer(config.tokenizer, self.frame_size)
-        self.dit_config = self._resolve_dit(config, data.clip_len)
+        temporal = config.backbone == "wan" and config.wan.frames_per_latent > 1
+        self.tokenizer, self.tokenizer_embed = load_tokenizer(config.tokenizer, self.frame_size, temporal)
+        self.r = int(getattr(self.tokenizer, "frames_per_latent", 1))  # video frames per latent frame
+        self.clip_latents = self._clip_latents(data)
+        self.dit_config = self._resolve_dit(config, self.clip_latents)
         window = config.window or self.dit_config.max_frames
         if not 1 <= window <= self.dit_config.max_frames:
             raise ConfigError(f"model.window: {window} must be in 1..{config.backbone}.max_frames "
@@ -260,8 +282,26 @@ class WorldTask:
         setattr(config, config.backbone, copy.deepcopy(self.dit_config))
         config.window = window
         d = self.dit_config
-        budget = config.latent_cache_mb * 2**20
+        budget = config.latent_cache_mb * 2**20 if self.r == 1 else 0
         self._cache = LatentCache(data.root, (d.in_channels, *d.latent_size), budget) if budget else None
+        self._store = None  # video mode: whole-episode latents on disk, each episode encoded once
+        if self.r > 1:
+            from infworld.models.wan.latents import WanLatentStore
+
+            self._store = WanLatentStore(data.root, self.tokenizer)
+
+    def _clip_latents(self, data: Any) -> int:
+        """Latent frames of a training clip: ``data.clip_len``, or 1 + k for 1 + r k video frames."""
+        r = self.r
+        if r == 1:
+            return data.clip_len
+        if data.clip_len < 1 + r or (data.clip_len - 1) % r:
+            raise ConfigError(f"data.clip_len: {data.clip_len} video frames; video mode ({r} frames per "
+                              f"latent frame) needs 1 + {r} k frames, k >= 1 (e.g. {1 + 4 * r} -> 5 latent "
+                              "frames)")
+        if data.revisit_dense:
+            raise ConfigError("data.revisit_dense: not supported in video mode (latent clips) yet")
+        return 1 + (data.clip_len - 1) // r
 
     def _resolve_dit(self, config: WorldConfig, clip_len: int) -> DiTConfig | WanConfig:
         """The backbone's config (``model.dit`` or ``model.wan``) with the derived sizes filled in."""
@@ -281,10 +321,12 @@ class WorldTask:
         if any(d.latent_size) and tuple(d.latent_size) != (h, w):
             raise ConfigError(f"model.{name}.latent_size: {tuple(d.latent_size)} differs from the "
                               f"tokenizer's latents {(c, h, w)}; leave it 0 to derive it")
-        if name == "wan" and d.frames_per_latent != 1:
-            raise ConfigError(f"model.wan.frames_per_latent: {d.frames_per_latent}; the world task runs the "
-                              "tokenizer in image mode (one latent per frame), expected 1 (video mode: "
-                              "docs/scale.md)")
+        want = d.frames_per_latent if name == "wan" else 1
+        if want != self.r:
+            mode = "image mode" if self.r == 1 else "video mode"
+            raise ConfigError(f"model.{name}.frames_per_latent: {want}, but tokenizer {config.tokenizer!r} "
+                              f"has frames_per_latent {self.r} ({mode}); video mode needs the Wan VAE: "
+                              "tokenizer wan-vae:PATH with model.wan.frames_per_latent: 4 (docs/scale.md)")
         d.in_channels, d.latent_size = int(c), (int(h), int(w))
         vocab = len(self.meta.interact_vocab)
         if d.actions.num_interact == 0:
@@ -294,7 +336,7 @@ class WorldTask:
                               f"the dataset's interact vocabulary ({vocab})")
         span = clip_len - config.memory.history if config.memory.enabled else clip_len
         if span < 2:
-            raise ConfigError(f"data.clip_len {clip_len}: must exceed model.memory.history "
+            raise ConfigError(f"data.clip_len {clip_len} (latent frames): must exceed model.memory.history "
                               f"({config.memory.history}) by at least 2 frames (the training window)")
         d.max_frames = d.max_frames or span
         if span > d.max_frames:
@@ -325,6 +367,14 @@ class WorldTask:
         from infworld.data.dataset import ClipDataset
 
         data = self.recipe.data
+        if self.r > 1:
+            from infworld.models.wan.clips import LatentClipDataset
+
+            ds = LatentClipDataset(data.root, self.clip_latents, self.r, split, data.val_episodes, seed,
+                                   rank, world_size, start_sample, worker_block=batch_size,
+                                   with_frames=split == "val")
+            yield from torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=data.workers)
+            return
         ds = ClipDataset(data.root, data.clip_len, split, data.val_episodes, seed, rank, world_size,
                          start_sample, revisit_dense=data.revisit_dense and split == "train",
                          worker_block=batch_size)
@@ -334,12 +384,17 @@ class WorldTask:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         net = _unwrap(model)
-        if self._cache is not None and "episode" in batch and "start" in batch:
+        if self._store is not None:  # video mode: latent clips, actions grouped (B, L, r)
+            device = next(net.dit.parameters()).device
+            x0 = self._store.latents(batch["episode"], batch["start"], self.clip_latents, net.tokenizer)
+            x0, acts = x0.to(device), {k: batch[k].long().to(device) for k in ACTION_KEYS}
+        elif self._cache is not None and "episode" in batch and "start" in batch:
             # (B, L, C, h, w) from the cache where already encoded
             x0 = self._cache.latents(net, batch["frames"], batch["episode"], batch["start"])
         else:
             x0 = net.encode(batch["frames"])  # (B, L, C, h, w), frozen tokenizer
-        acts = frame_actions({k: batch[k].long() for k in ACTION_KEYS})  # (B, L), frame 0 null
+        if self._store is None:
+            acts = frame_actions({k: batch[k].long() for k in ACTION_KEYS})  # (B, L), frame 0 null
         if not self.memories:
             return forcing_loss(lambda x, t, a: model(x, t, a), x0, acts, self.config.flow,
                                 self.config.forcing, generator)
@@ -371,9 +426,9 @@ class WorldTask:
             return {}
         net = _unwrap(model)
         was_training = net.training
-        clip_len = self.recipe.data.clip_len
-        k = self.config.eval_context or clip_len // 2
-        k = min(max(k, 1), clip_len - 1)
+        r, length = self.r, self.clip_latents  # video frames per latent frame, clip length in latents
+        k = self.config.eval_context or length // 2
+        k = min(max(k, 1), length - 1)
         device = next(net.dit.parameters()).device
         engine = WorldModel(net, make_memory("window", budget=self.window),
                             RolloutConfig(chunk=1, sampler=self.config.sampler, seed=0,
@@ -393,14 +448,18 @@ class WorldTask:
                     swapped = {**batch, **{key: batch[key].roll(1, dims=0) for key in ACTION_KEYS}}
                     shuffled.append(float(self.loss(net, swapped, gen)[0]))
                     gen.set_state(after)
-                    gt = batch["frames"].permute(0, 1, 3, 4, 2).cpu().numpy()  # (B, L, H, W, 3)
-                    acts = {key: batch[key].cpu().numpy() for key in ACTION_KEYS}  # (B, L-1)
-                    engine.reset(gt[:, :k], {key: a[:, : k - 1] for key, a in acts.items()})
-                    for f in range(k, clip_len):
-                        step = {key: a[:, f - 1 : f] for key, a in acts.items()}
-                        pred = engine.step(step, commit=False)  # (B, 1, H, W, 3)
-                        psnrs.append(psnr(pred[:, 0], gt[:, f]))
-                        engine.observe(gt[:, f : f + 1], step)
+                    gt = batch["frames"].permute(0, 1, 3, 4, 2).cpu().numpy()  # (B, 1 + r (L-1), H, W, 3)
+                    # per-transition actions (B, r (L-1)); video mode: latents 1.. of the clip, ungrouped
+                    acts = {key: (batch[key][:, 1:].flatten(1) if r > 1 else batch[key]).cpu().numpy()
+                            for key in ACTION_KEYS}
+                    engine.reset(gt[:, : 1 + r * (k - 1)],
+                                 {key: a[:, : r * (k - 1)] for key, a in acts.items()})
+                    for j in range(k, length):  # latent frame j: video frames 1 + r (j-1) .. r j
+                        lo = r * (j - 1)
+                        step = {key: a[:, lo : lo + r] for key, a in acts.items()}
+                        pred = engine.step(step, commit=False)  # (B, r, H, W, 3)
+                        psnrs.extend(psnr(pred[:, i], gt[:, 1 + lo + i]) for i in range(r))
+                        engine.observe(gt[:, 1 + lo : 1 + lo + r], step)
         finally:
             net.train(was_training)
         loss, loss_shuf = float(np.mean(losses)), float(np.mean(shuffled))
