@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from infworld.bench.trajectories import dead_reckon
 from infworld.data.action_schema import UNCERTAIN, encode_move, encode_view
-from infworld.memory.deadreckon import DeadReckonConfig, DeadReckoner
+from infworld.memory.deadreckon import DeadReckonConfig, DeadReckoner, PoseTracker, measure_step_sizes
 from infworld.memory.geometry import farthest_point_sampling, frustum_overlap, pose_distance
 
 
@@ -109,3 +111,56 @@ def test_dead_reckoning_forward_turn_and_no_motion():
     strafe = dr.integrate({"move": torch.tensor([[int(encode_move(0, 1))]]), "view": still[:, :1]},
                           P([0.0, 0.0, 0.0, 0.0, 0.0]))
     assert strafe[0, 0, :2].tolist() == pytest.approx([0.0, -cfg.strafe], abs=1e-4)  # right of +x is -y
+
+
+def test_dead_reckoning_moves_along_the_heading_before_the_turn():
+    """One step that walks and turns: the move follows the start heading, then the heading turns
+    (ViZDoom's order, see DeadReckoner); yaw wraps into [0, 360)."""
+    cfg = DeadReckonConfig(forward=10.0, yaw=90.0)
+    out = DeadReckoner(cfg).track(np.array([0.0, 0.0, 0.0, 0.0, 0.0]), [int(encode_move(1, 0))] * 2,
+                                  [int(encode_view(1, 0))] * 2)
+    # step 1 walks +x, then faces -y (270); step 2 walks -y, then faces 180
+    np.testing.assert_allclose(out, [[10, 0, 0, 270, 0], [10, -10, 0, 180, 0]], atol=1e-4)
+
+
+def test_step_sizes_are_measured_with_the_glide_and_signed_turns():
+    # 3 forward presses at heading 90 moving 6 units each, then 3 released steps gliding 4 units
+    # each: 30 units for 3 presses = 10 per forward step; then 2 right turns of 12 degrees.
+    poses = [[0.0, 0.0, 0.0, 90.0, 0.0]]
+    for dy in (6, 6, 6, 4, 4, 4):
+        poses.append([0.0, poses[-1][1] + dy, 0.0, 90.0, 0.0])
+    poses += [[0.0, 30.0, 0.0, 78.0, 0.0], [0.0, 30.0, 0.0, 66.0, 0.0]]
+    move = encode_move([1, 1, 1, 0, 0, 0, 0, 0], [0] * 8)
+    view = encode_view([0] * 6 + [1, 1], [0] * 8)
+    cfg = measure_step_sizes([(np.array(poses), move, view)])
+    default = DeadReckonConfig()
+    assert cfg.forward == pytest.approx(10.0) and cfg.yaw == pytest.approx(12.0)
+    assert cfg.strafe == pytest.approx(10.0 * default.strafe / default.forward)  # no strafe steps seen
+    assert (cfg.pitch, cfg.pitch_min, cfg.pitch_max) == (default.pitch, default.pitch_min, default.pitch_max)
+    # the fitted sizes bring the integrated track back onto the recorded end point
+    end = DeadReckoner(cfg).track(np.array(poses[0]), move, view)[-1]
+    np.testing.assert_allclose(end[:2], [0.0, 30.0], atol=1e-4)
+
+
+def test_every_dead_reckoning_caller_is_the_one_reckoner():
+    """The memories (PoseTracker) and the benchmark's random-action poses give the poses of
+    DeadReckoner for the same actions (the play session: tests/test_play_server.py)."""
+    rng = np.random.default_rng(0)
+    move, view = rng.integers(0, 10, 12), rng.integers(0, 10, 12)  # 9 = uncertain: no motion
+    start = np.array([5.0, -3.0, 1.0, 350.0, 4.0])
+    want = DeadReckoner().integrate({"move": torch.tensor(move)[None], "view": torch.tensor(view)[None]},
+                                    torch.tensor(start)[None])[0].numpy()
+    np.testing.assert_allclose(DeadReckoner().track(start, move, view), want, atol=1e-4)
+    tracker = PoseTracker("dead_reckon", "kv")
+    latents = torch.zeros(1, 12, 4)
+    got = tracker.poses(latents, {"move": torch.tensor(move)[None], "view": torch.tensor(view)[None]}, None)
+    origin = DeadReckoner().track(np.zeros(5), move, view)
+    np.testing.assert_allclose(got[0].numpy(), origin, atol=1e-4)
+    # the benchmark: step sizes measured on the trajectory, then the same integration
+    truth_poses = np.cumsum(rng.normal(size=(13, 5)), axis=0)
+    truth = {"move": rng.integers(0, 9, 12), "view": rng.integers(0, 9, 12)}
+    new = {"move": move, "view": view}
+    bench = dead_reckon(truth_poses, truth, 3, new)
+    cfg = measure_step_sizes([(truth_poses, truth["move"], truth["view"])])
+    assert bench.shape == (13, 5) and np.allclose(bench[0], truth_poses[3])
+    np.testing.assert_allclose(bench[1:], DeadReckoner(cfg).track(truth_poses[3], move, view), atol=1e-4)

@@ -16,9 +16,9 @@ from test_rollout_cli import train_and_export
 from infworld.cli import main
 from infworld.cli.play import is_loopback, loop_length, walk_script
 from infworld.errors import DataError
-from infworld.memory.registry import memory_names
+from infworld.memory.deadreckon import DeadReckonConfig, DeadReckoner
 from infworld.serve.server import ServerConfig, create_app
-from infworld.serve.session import EngineFactory, Session, SessionConfig, dead_reckon
+from infworld.serve.session import EngineFactory, Session, SessionConfig
 from infworld.serve.starts import Starts, starts_from_dataset
 
 pytest.importorskip("starlette")
@@ -205,7 +205,6 @@ def test_page_and_chunked_actions(play):
             assert decode(r["images"][1]).shape == (32, 32, 3)
 
 
-@pytest.mark.skipif("full" not in memory_names(), reason="the 'full' memory strategy is not built yet")
 def test_sources_name_the_past_frames_the_memory_reads(play):
     factory = EngineFactory.load(str(play["model"]), "full", memory_cfg={"budget": 40})
     s = Session(factory, play["starts"])
@@ -227,20 +226,26 @@ def test_sessions_share_weights_not_state(play):
     assert a.engine is not b.engine and a.engine.generator is not b.engine.generator
 
 
-def test_dead_reckoning_and_the_walk_come_back_to_the_start():
-    p = dead_reckon(np.zeros(5, np.float32), 7, 4, move_scale=10.0, turn_deg=15.0)  # forward, yaw 0
-    assert np.allclose(p, [10, 0, 0, 0, 0], atol=1e-5)
-    p = dead_reckon(np.zeros(5, np.float32), 4, 7, move_scale=10.0, turn_deg=15.0)  # turn right
-    assert np.allclose(p, [0, 0, 0, -15, 0])
-    p = dead_reckon(np.array([0, 0, 0, 90, 0], np.float32), 5, 4, 10.0, 15.0)  # strafe right facing +y
-    assert np.allclose(p, [10, 0, 0, 90, 0], atol=1e-5)
+def test_the_walk_comes_back_to_the_start():
+    reckoner = DeadReckoner(DeadReckonConfig(forward=10.0, yaw=15.0))
     moves, views = walk_script(3 * loop_length(15.0), turn_deg=15.0)
-    pose, far = np.zeros(5, np.float32), 0.0
-    for m, v in zip(moves, views, strict=True):
-        pose = dead_reckon(pose, m, v, 10.0, 15.0)
-        far = max(far, float(np.hypot(pose[0], pose[1])))
-    assert far >= 100 and np.allclose(pose, 0, atol=1e-3)  # went away, came back, faces the same way
+    track = reckoner.track(np.zeros(5), moves, views)
+    far = float(np.hypot(track[:, 0], track[:, 1]).max())
+    assert far >= 100 and np.allclose(track[-1], 0, atol=1e-3)  # went away, came back, faces the same way
     assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+
+
+def test_session_poses_are_the_one_dead_reckoner(play):
+    """A memory that insists on poses while playing gets them from DeadReckoner, step by step."""
+    factory = EngineFactory.load(str(play["model"]), "vrag", memory_cfg={"poses": "given"})
+    session = Session(factory, play["starts"], SessionConfig(max_log_frames=0))
+    assert session.needs_poses
+    session.reset(0)
+    start = session.pose.copy()
+    moves, views = [7, 7, 3, 4, 8], [4, 7, 7, 1, 4]  # walks, turns, both at once, strafes
+    for m, v in zip(moves, views, strict=True):
+        session.step(m, v)
+    np.testing.assert_allclose(session.pose, DeadReckoner().track(start, moves, views)[-1], atol=1e-3)
 
 
 def test_starts_round_trip_and_checks(play, tmp_path):

@@ -115,7 +115,7 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(setup, tmp_path, capsys)
         setup,
         tmp_path,
         capsys,
-        "[interact]: action ids 0..2 out of the model's range 0..1",
+        "[interact]: ids must be in 0..1 (the model's range), got range 0..2",
         episode=str(wide),
     )
     small = make_dataset(tmp_path / "small", episodes=1, size=16)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infworld.data.action_schema import UNCERTAIN, decode_pair
+from infworld.data.action_schema import UNCERTAIN
 from infworld.data.episode import Episode
 from infworld.data.pose_motion import wrap_deg
 from infworld.data.revisits import find_revisits
@@ -36,6 +36,7 @@ from infworld.envs.base import NOOP, Command, Env, EnvSpec, Observation
 from infworld.envs.collect import episode_seeds, run_episode
 from infworld.envs.policies import ExplorePolicy, PolicyConfig
 from infworld.errors import ConfigError, EnvError
+from infworld.memory.deadreckon import DeadReckoner, measure_step_sizes
 
 KINDS = ("replay", "out_and_back", "loop", "turn")
 
@@ -264,29 +265,14 @@ def random_actions(actions: dict[str, np.ndarray], count: int, seed: int) -> dic
 
 def dead_reckon(poses: np.ndarray, actions: dict[str, np.ndarray], start: int, new: dict[str, np.ndarray]
                 ) -> np.ndarray:
-    """Poses (n + 1, 5) for actions ``new`` taken from ``poses[start]``, integrating tri-state commands
-    with the step sizes the trajectory shows (median move per moving step, turn per turning step), so
-    pose-based memories see poses that follow the random actions instead of the true ones."""
-    fwd, right, unc_m = decode_pair(actions["move"])
-    yaw, pitch, unc_v = decode_pair(actions["view"])
-    d = np.linalg.norm(np.diff(poses[:, :2], axis=0), axis=1)  # (T-1,)
-    dyaw = np.abs(wrap_deg(np.diff(poses[:, 3])))
-    dpitch = np.abs(np.diff(poses[:, 4]))
+    """Poses (n + 1, 5) for actions ``new`` taken from ``poses[start]`` (the first row), so pose-based
+    memories see poses that follow the random actions instead of the true ones.
 
-    def median(x, mask):
-        return float(np.median(x[mask])) if mask.any() else 0.0
-
-    speed = median(d, ~unc_m & ((fwd != 0) | (right != 0)))
-    turn = median(dyaw, ~unc_v & (yaw != 0))
-    look = median(dpitch, ~unc_v & (pitch != 0))
-    f, r, _ = decode_pair(new["move"])
-    y, p, _ = decode_pair(new["view"])
-    out = [poses[start].astype(np.float64)]
-    for i in range(len(f)):
-        x = out[-1].copy()
-        a = np.radians(x[3])
-        x[:2] += speed * (f[i] * np.array([np.cos(a), np.sin(a)]) + r[i] * np.array([np.sin(a), -np.cos(a)]))
-        x[3] = (x[3] - turn * y[i]) % 360.0  # yaw +1 = turn right = heading decreases
-        x[4] += look * p[i]
-        out.append(x)
-    return np.stack(out).astype(np.float32)
+    Integrated by the project's one :class:`~infworld.memory.deadreckon.DeadReckoner`, with step
+    sizes measured on this trajectory's own poses and actions
+    (:func:`~infworld.memory.deadreckon.measure_step_sizes`; the ViZDoom defaults fill in a motion
+    the trajectory never makes), so any dataset's units work.
+    """
+    cfg = measure_step_sizes([(poses, actions["move"], actions["view"])])
+    track = DeadReckoner(cfg).track(poses[start], new["move"], new["view"])  # (n, 5)
+    return np.concatenate([poses[start : start + 1].astype(np.float32), track])

@@ -17,8 +17,7 @@ import sys
 
 from infworld.errors import InfWorldError
 
-# Command modules, in the order they appear in --help. A module that is missing (a feature not
-# built yet) is skipped rather than breaking the whole CLI.
+# Command modules, in the order they appear in --help.
 COMMAND_MODULES = ["collect", "data", "train", "export", "rollout", "bench", "play"]
 
 
@@ -32,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"infworld {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"infworld.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"infworld.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"infworld.cli.{name}").register(sub)
     return parser
 
 

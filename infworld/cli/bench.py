@@ -1,4 +1,4 @@
-"""``infworld bench``: the offline benchmark of world models and memory strategies (issue #5).
+"""``infworld bench``: the offline benchmark of world models and memory strategies.
 
     infworld bench --model M --suite doom-v1 [--memory window,full,...] [--data DIR] --out OUT
                    [--protocols replay,revisit,action,distribution,speed] [--steps N] [--chunk N]
@@ -17,8 +17,8 @@ kept). The second form trains the inverse dynamics model the action protocol use
 from __future__ import annotations
 
 import argparse
-import json
 
+from infworld.cli.common import check_at_least
 from infworld.errors import ConfigError
 
 PROTOCOLS = ("replay", "revisit", "action", "distribution", "speed")
@@ -57,20 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_memory_opts(opts: list[str], memories: list[str]) -> dict[str, dict]:
     """``["full.budget=200", "budget=8"]`` -> per-memory settings (a bare key goes to every memory
-    that accepts it; values are parsed as JSON when they can be, else kept as text)."""
+    that accepts it). ``KEY=VALUE`` is read by the one ``--memory-opt`` parser,
+    :func:`infworld.memory.registry.parse_settings` (values are YAML scalars), as ``rollout`` does."""
     import inspect
 
-    from infworld.memory.registry import memory_class
+    from infworld.memory.registry import memory_class, parse_settings
 
     out: dict[str, dict] = {m: {} for m in memories}
     for opt in opts:
-        key, sep, text = opt.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--memory-opt {opt!r}: expected [NAME.]KEY=VALUE")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
+        ((key, value),) = parse_settings([opt]).items()
         name, dot, field = key.rpartition(".")
         if dot:
             if name not in out:
@@ -92,10 +87,8 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("steps", "chunk", "context", "threads", "train_steps", "max_episodes", "max_frames"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    check_at_least(args, 1, "steps", "chunk", "context", "threads", "train_steps", "max_episodes",
+                   "max_frames")
     if args.threads:
         import torch
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infworld.cli.common import check_at_least, check_device
 from infworld.errors import ConfigError
 
 MOVE_FORWARD, MOVE_NONE = 7, 4  # (forward + 1) * 3 + (right + 1)
@@ -93,15 +95,25 @@ def loop_length(turn_deg: float, leg: int = 12) -> int:
     return 2 * leg + 2 * half if half else 2 * leg
 
 
-def _positive(args: argparse.Namespace) -> None:
-    for name in ("memory_budget", "steps", "frames_per_action", "port", "max_sessions", "log_frames",
-                 "frames", "scale", "count", "context", "threads"):
-        value = getattr(args, name)
-        lo = 0 if name in ("port", "log_frames") else 1
-        if value is not None and value < lo:
-            raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {value}")
+def _check(args: argparse.Namespace) -> None:
+    """The flags, before any model is loaded or file written (ConfigError / DataError naming them)."""
+    from infworld.data.outputs import check_output_file
+
+    check_at_least(args, 1, "memory_budget", "steps", "frames_per_action", "max_sessions", "frames", "scale",
+                   "count", "context", "threads")
+    check_at_least(args, 0, "port", "log_frames")
+    if args.port > 65535:
+        raise ConfigError(f"--port: expected 0..65535, got {args.port}")
     if args.idle_timeout <= 0:
         raise ConfigError(f"--idle-timeout: expected seconds > 0, got {args.idle_timeout}")
+    check_device(args.device)
+    if args.make_starts:
+        if args.out:
+            check_output_file(args.out, (".npz",), what="--out starts file")
+    elif args.headless:
+        if not args.out:
+            raise ConfigError("--headless needs --out VIDEO.mp4")
+        check_output_file(args.out, (".mp4",), what="--out video")
 
 
 def is_loopback(host: str) -> bool:
@@ -116,7 +128,7 @@ def is_loopback(host: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    _positive(args)
+    _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     from infworld.serve.defaults import resolve_alias
@@ -124,17 +136,24 @@ def run(args: argparse.Namespace) -> int:
     model, memory = resolve_alias(args.model, args.memory)
     if args.make_starts:
         return make_starts(args, model)
-    if args.headless and not args.out:
-        raise ConfigError("--headless needs --out VIDEO.mp4")
-    from infworld.serve.session import EngineFactory
+    sock = None
+    if not args.headless:
+        from infworld.serve.server import bind_socket
 
-    memory_cfg = {"budget": args.memory_budget} if args.memory_budget else None
-    factory = EngineFactory.load(model, memory, memory_cfg=memory_cfg, device=args.device, steps=args.steps,
-                                 name=args.sampler, seed=args.seed)
-    starts = load_starts(args, factory)
-    if args.headless:
-        return headless(args, factory, starts)
-    return serve(args, factory, starts)
+        sock = bind_socket(args.host, args.port)  # a taken port fails now, before the model loads
+    try:
+        from infworld.serve.session import EngineFactory
+
+        memory_cfg = {"budget": args.memory_budget} if args.memory_budget else None
+        factory = EngineFactory.load(model, memory, memory_cfg=memory_cfg, device=args.device,
+                                     steps=args.steps, name=args.sampler, seed=args.seed)
+        starts = load_starts(args, factory)
+        if args.headless:
+            return headless(args, factory, starts)
+        return serve(args, factory, starts, sock)
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 def load_starts(args: argparse.Namespace, factory):
@@ -205,7 +224,8 @@ def headless(args: argparse.Namespace, factory, starts) -> int:
     return 0
 
 
-def serve(args: argparse.Namespace, factory, starts) -> int:
+def serve(args: argparse.Namespace, factory, starts, sock: socket.socket) -> int:
+    """Serve the play page on ``sock`` (bound by :func:`infworld.serve.server.bind_socket`)."""
     import uvicorn
 
     from infworld.serve.server import ServerConfig, create_app
@@ -219,13 +239,15 @@ def serve(args: argparse.Namespace, factory, starts) -> int:
     if not is_loopback(args.host):
         print(f"infworld play: warning: binding {args.host} makes the play page reachable from other "
               "machines; it has no authentication", file=sys.stderr)
+    port = sock.getsockname()[1]  # the one picked when --port is 0
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else shown}:{args.port}/"
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else shown}:{port}/"
     print(f"play: {factory.model_name} with memory {factory.template.memory.name}; open {url} "
           "(Ctrl-C to stop)", flush=True)
     if not args.no_browser:
         threading.Timer(1.0, lambda: webbrowser.open(url)).start()
     # ws_max_size: frames far over the protocol's 4 KB limit are refused by the WebSocket layer.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws_max_size=1 << 20)
+    config = uvicorn.Config(app, log_level="warning", ws_max_size=1 << 20)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 

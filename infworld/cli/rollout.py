@@ -24,11 +24,13 @@ import io
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from infworld.errors import ConfigError, DataError
+from infworld.cli.common import TypedFlag, check_at_least, check_device
+from infworld.data.action_schema import check_action_ids
+from infworld.data.outputs import check_output_dir
+from infworld.errors import DataError
 from infworld.memory.registry import parse_settings
 
 CONTINUATIONS = ("cycle", "random")
@@ -44,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=int, default=1, help="real frames that seed the model (K >= 1)")
     p.add_argument("--frames", type=int, required=True, help="frames to generate (F >= 1)")
     p.add_argument("--memory", default="window", help="memory strategy (default: window)")
-    p.add_argument("--budget", "--window", dest="window", type=int,
+    p.add_argument("--budget", "--window", dest="window", type=int, action=TypedFlag,
                    help="memory budget in frames (default: what the model was trained with)")
     p.add_argument("--memory-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="memory setting, repeatable (e.g. poses=dead_reckon, pool=128); see docs/memory.md")
@@ -115,12 +117,9 @@ def run(args: argparse.Namespace) -> int:
     from infworld.world import WorldModel
 
     # 1. Check the request before anything is loaded or written.
-    for name, value, lo in (("--context", args.context, 1), ("--frames", args.frames, 1),
-                            ("--chunk", args.chunk, 1), ("--steps", args.steps, 1),
-                            ("--window", args.window, 1), ("--scale", args.scale, 1),
-                            ("--threads", args.threads, 1)):
-        if value is not None and value < lo:
-            raise ConfigError(f"{name}: expected an integer >= {lo}, got {value}")
+    check_at_least(args, 1, "context", "frames", "chunk", "steps", "window", "scale", "threads")
+    check_device(args.device)
+    out = check_output_dir(args.out, what="--out folder")
     if args.threads:
         torch.set_num_threads(args.threads)
     root, index = parse_episode(args.episode)
@@ -148,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = world.dit.cfg.actions.sizes()
     ep_actions = {"move": ep.move, "view": ep.view, "interact": ep.interact}
     for name, a in ep_actions.items():
-        if a.size and (a.min() < 0 or a.max() >= sizes[name]):
-            raise DataError(f"action ids {int(a.min())}..{int(a.max())} out of the model's range "
-                            f"0..{sizes[name] - 1}", path=str(paths[index]), field=name)
+        check_action_ids(a, sizes[name], name, path=str(paths[index]), whose="the model's")
 
     # 3. Generate chunk by chunk.
     f_total, chunk = args.frames, world.config.chunk
@@ -161,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
     gen = np.zeros((f_total, *meta.size, 3), dtype=np.uint8)
     mem_bytes, frame_secs, psnrs = [], [], []
     fps = args.fps or max(1.0, min(30.0, meta.fps / max(1, meta.frame_skip)))
-    out = Path(args.out)
     show = not args.no_progress and sys.stderr.isatty()
     bar = None
     if show:

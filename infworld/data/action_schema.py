@@ -15,7 +15,11 @@ has ``T - 1`` actions. See docs/actions.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from infworld.errors import DataError
 
 UNCERTAIN = 9
 NUM_MOVE = 10  # 3 x 3 tri-states + uncertain
@@ -56,3 +60,22 @@ def encode_view(yaw: np.ndarray | int, pitch: np.ndarray | int) -> np.ndarray:
 
 decode_move = decode_pair
 decode_view = decode_pair
+
+
+def check_action_ids(ids: Any, size: int, field: str, path: str | None = None, whose: str = "") -> np.ndarray:
+    """``ids`` (one id or an array) as int64 once every id is an integer in ``0..size - 1``.
+
+    The one action-id range check (episodes, dataset statistics, the rollout CLI, play sessions):
+    DataError naming ``field`` (and ``path``) otherwise. ``whose`` says whose range it is, e.g.
+    "the model's". Booleans, floats and text are not ids (a JSON ``true`` or ``"7"`` is refused).
+    """
+    a = np.asarray(ids)
+    hi = size - 1
+    where = f" ({whose} range)" if whose else ""
+    if a.dtype.kind not in "iu":
+        shown = repr(ids) if a.ndim == 0 else f"{a.dtype} values"
+        raise DataError(f"ids must be integers in 0..{hi}{where}, got {shown}", path=path, field=field)
+    if a.size and (a.min() < 0 or a.max() > hi):
+        got = f"{int(a)}" if a.ndim == 0 else f"range {int(a.min())}..{int(a.max())}"
+        raise DataError(f"ids must be in 0..{hi}{where}, got {got}", path=path, field=field)
+    return a.astype(np.int64)

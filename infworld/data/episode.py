@@ -15,14 +15,16 @@ import dataclasses
 import json
 import os
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from infworld.data.action_schema import UNCERTAIN
+from infworld.data.action_schema import UNCERTAIN, check_action_ids
 from infworld.errors import DataError
 
 FORMAT_VERSION = 1
@@ -30,6 +32,10 @@ META_FILE = "meta.json"
 EPISODE_DIR = "episodes"
 EXTRA_PREFIX = "extra_"
 POSE_FIELDS = ("x", "y", "z", "yaw", "pitch")
+# What decoding a damaged .npz raises: the zip layer (bad header, CRC), zlib (bad deflate stream),
+# numpy's header parser (tokenize / ast), a reshape or a short read.
+DAMAGED_NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, tokenize.TokenError, SyntaxError, ValueError, EOFError,
+                      OSError)
 
 
 @dataclass
@@ -133,10 +139,17 @@ def make_shareable(path: str | os.PathLike) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, writer) -> None:
-    """Call ``writer(fileobj)`` on a hidden temp file beside ``path``, fsync, then rename over it."""
+    """Call ``writer(fileobj)`` on a hidden temp file beside ``path``, fsync, then rename over it.
+
+    A folder that cannot be created or written raises DataError naming ``path``; ``path`` itself is
+    only replaced once the new content is complete.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DataError(f"cannot write here ({exc.strerror or exc})", path=str(path)) from None
     make_shareable(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -206,16 +219,48 @@ def write_episode(path: str | os.PathLike, ep: Episode, meta: DatasetMeta | None
     return Path(path)
 
 
+def read_npz(path: str | os.PathLike, names: tuple[str, ...] | None = None,
+             what: str = "episode file") -> dict[str, np.ndarray]:
+    """The arrays of an .npz (all of them, or those of ``names`` it has), decompressed.
+
+    A missing, truncated or damaged file (bytes overwritten anywhere) raises DataError naming it.
+    """
+    path = str(path)
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for member in zf.namelist():
+                key = member.removesuffix(".npy")
+                if names is not None and key not in names:
+                    continue
+                with zf.open(member) as fp:
+                    out[key] = np.lib.format.read_array(fp, allow_pickle=False)
+                    # numpy stops at the array's last byte; reading on to the end makes zipfile
+                    # compare the CRC-32, which catches damage that still decompresses.
+                    if fp.read():
+                        raise ValueError(f"{member}: data after the array")
+    except FileNotFoundError:
+        raise DataError(f"{what} not found", path=path) from None
+    except DAMAGED_NPZ_ERRORS as exc:
+        raise damaged_npz(path, exc, what) from exc
+    return out
+
+
+def damaged_npz(path: str | os.PathLike, exc: BaseException, what: str = "episode file") -> DataError:
+    """The one-line DataError for an .npz that failed to decode with ``exc`` (DAMAGED_NPZ_ERRORS)."""
+    if isinstance(exc, (tokenize.TokenError, SyntaxError)):
+        why = "an array header is damaged"
+    else:
+        text = " ".join(str(exc).split())[:200]
+        kind = "zlib" if isinstance(exc, zlib.error) else type(exc).__name__
+        why = f"{kind}: {text}" if text else kind
+    return DataError(f"corrupt or truncated {what} ({why})", path=str(path))
+
+
 def read_episode(path: str | os.PathLike, meta: DatasetMeta | None = None) -> Episode:
     """Load and check one episode; a corrupt or truncated file raises DataError naming it."""
     path = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except FileNotFoundError as exc:
-        raise DataError("episode file not found", path=path) from exc
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"corrupt or truncated episode file ({exc})", path=path) from exc
+    data = read_npz(path)
     for required in ("frames", "move", "view", "interact"):
         if required not in data:
             raise DataError("missing array", path=path, field=required)
@@ -255,18 +300,13 @@ def check_episode(ep: Episode, meta: DatasetMeta | None = None, path: str | None
         fail(f"an episode needs at least 2 frames, got {t}", "frames")
     if meta is not None and tuple(f.shape[1:3]) != tuple(meta.size):
         fail(f"frame size {tuple(f.shape[1:3])} differs from dataset size {tuple(meta.size)}", "frames")
-    for name, hi in (("move", UNCERTAIN), ("view", UNCERTAIN)):
+    # without a vocabulary (no meta) interact ids only have to be >= 0
+    n_interact = len(meta.interact_vocab) if meta is not None else int(ep.interact.max(initial=0)) + 1
+    for name, size in (("move", UNCERTAIN + 1), ("view", UNCERTAIN + 1), ("interact", n_interact)):
         a = getattr(ep, name)
         if a.shape != (t - 1,):
             fail(f"expected shape ({t - 1},) for {t} frames, got {a.shape}", name)
-        if a.size and (a.min() < 0 or a.max() > hi):
-            fail(f"ids must be in 0..{hi}, got range {a.min()}..{a.max()}", name)
-    if ep.interact.shape != (t - 1,):
-        fail(f"expected shape ({t - 1},) for {t} frames, got {ep.interact.shape}", "interact")
-    n_interact = len(meta.interact_vocab) if meta is not None else None
-    if ep.interact.size and (ep.interact.min() < 0 or (n_interact and ep.interact.max() >= n_interact)):
-        fail(f"ids must be in 0..{(n_interact or 1) - 1}, got range {ep.interact.min()}..{ep.interact.max()}",
-             "interact")
+        check_action_ids(a, size, name, path=path)
     if ep.pose is not None:
         if ep.pose.shape != (t, 5):
             fail(f"expected shape ({t}, 5) [x, y, z, yaw, pitch], got {ep.pose.shape}", "pose")

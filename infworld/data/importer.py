@@ -33,10 +33,12 @@ import numpy as np
 
 from infworld.data.action_schema import UNCERTAIN, encode_pair
 from infworld.data.episode import (
+    DAMAGED_NPZ_ERRORS,
     META_FILE,
     DatasetMeta,
     Episode,
     check_episode,
+    damaged_npz,
     episode_path,
     list_episodes,
     read_meta,
@@ -44,6 +46,7 @@ from infworld.data.episode import (
     write_meta,
 )
 from infworld.data.frames import resize_frames
+from infworld.data.outputs import check_output_dir
 from infworld.errors import DataError
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
@@ -69,6 +72,16 @@ def _to_rgb(frame: np.ndarray, path: str) -> np.ndarray:
     if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4):
         raise DataError(f"expected (H, W, 3) frames, got {frame.shape}", path=path, field="frames")
     return np.repeat(frame, 3, axis=-1) if frame.shape[-1] == 1 else frame[..., :3]
+
+
+def _decoder_message(exc: BaseException) -> str:
+    """One line from a decoder error: imageio puts ffmpeg's whole stderr (version banner, build
+    configuration, library versions) in the message; its first line and ffmpeg's last line say it."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("===")]
+    if not lines:
+        return type(exc).__name__
+    head, tail = lines[0], re.sub(r"^\[[^]]*\]\s*", "", lines[-1])  # drop ffmpeg's "[in#0 @ 0x...]"
+    return head if len(lines) == 1 or tail == head else f"{head}: {tail}"
 
 
 def load_frames(path: str | os.PathLike, size: tuple[int, int]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -107,20 +120,18 @@ def load_frames(path: str | os.PathLike, size: tuple[int, int]) -> tuple[np.ndar
         if p.suffix.lower() == ".npy":
             try:
                 arr = np.load(p, mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise DataError(f"cannot read .npy ({exc})", path=str(p)) from exc
+            except DAMAGED_NPZ_ERRORS as exc:
+                raise damaged_npz(p, exc, what=".npy file") from exc
         else:
             try:
-                z = np.load(p, allow_pickle=False)
-                keys = list(z.files)
-                if "frames" in keys:
-                    arr = z["frames"]
-                elif len(keys) == 1:
-                    arr = z[keys[0]]
-                else:
-                    raise DataError(f"expected a 'frames' array or a single array, found {keys}", path=str(p))
-            except (ValueError, OSError, EOFError) as exc:
-                raise DataError(f"cannot read .npz ({exc})", path=str(p)) from exc
+                with np.load(p, allow_pickle=False) as z:
+                    keys = list(z.files)
+                    if "frames" not in keys and len(keys) != 1:
+                        raise DataError(f"expected a 'frames' array or a single array, found {keys}",
+                                        path=str(p))
+                    arr = z["frames" if "frames" in keys else keys[0]]
+            except DAMAGED_NPZ_ERRORS as exc:
+                raise damaged_npz(p, exc, what=".npz file") from exc
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
             raise DataError(f"expected (T, H, W, 3) uint8, got {arr.shape} {arr.dtype}", path=str(p),
                             field="frames")
@@ -142,7 +153,7 @@ def load_frames(path: str | os.PathLike, size: tuple[int, int]) -> tuple[np.ndar
         except DataError:
             raise
         except Exception as exc:  # decoders raise many types (OSError, RuntimeError, ...)
-            raise DataError(f"cannot decode video ({type(exc).__name__}: {exc})", path=str(p)) from exc
+            raise DataError(f"cannot decode video ({_decoder_message(exc)})", path=str(p)) from exc
         frames = np.stack(out) if out else np.zeros((0, *size, 3), np.uint8)
     else:
         raise DataError(f"unsupported frames input: expected a folder of images, an .npy/.npz array or a "
@@ -296,7 +307,7 @@ def import_episode(
     ``size`` (int or (H, W)) defaults to the existing dataset's size, else 64; ``env`` defaults to
     the existing dataset's env, else "custom"; ``fps`` to the video's, else 30. Returns a summary.
     """
-    out = Path(out)
+    out = check_output_dir(out)
     existing = None
     if (out / META_FILE).exists():
         existing = read_meta(out)

@@ -15,7 +15,6 @@ a folder without meta.json (not a dataset) rather than a dataset that looks comp
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,11 @@ from infworld.data.episode import (
     list_episodes,
     read_episode,
     read_meta,
+    read_npz,
     write_episode,
     write_meta,
 )
+from infworld.data.outputs import check_output_dir
 from infworld.errors import ConfigError, DataError
 
 LABELER = "infworld.data.actions uncertainty-aware pose labeling v1 (docs/actions.md)"
@@ -49,11 +50,7 @@ LABELER = "infworld.data.actions uncertainty-aware pose labeling v1 (docs/action
 
 def _load_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(position (T, 3), yaw (T,), pitch (T,)) of one episode, reading only its pose array."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            pose = z["pose"] if "pose" in z.files else None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"corrupt or truncated episode file ({exc})", path=str(path)) from exc
+    pose = read_npz(path, ("pose",)).get("pose")
     if pose is None:
         raise DataError("episode has no pose array, so its actions cannot be labelled from poses",
                         path=str(path), field="pose")
@@ -67,8 +64,7 @@ def _load_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _prepare_out(src: Path, out: Path, overwrite: bool) -> None:
     if out.resolve() == src.resolve():
         raise ConfigError(f"out: must differ from the source dataset {src} (the source is never modified)")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} exists and is not a folder")
+    check_output_dir(out)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ConfigError(f"out: {out} is not empty; pass overwrite=True (--overwrite) to replace it")

@@ -13,8 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from infworld.data.action_schema import NUM_MOVE, NUM_VIEW, UNCERTAIN
-from infworld.data.episode import EXTRA_PREFIX, POSE_FIELDS, list_episodes, read_meta
+from infworld.data.action_schema import NUM_MOVE, NUM_VIEW, UNCERTAIN, check_action_ids
+from infworld.data.episode import (
+    DAMAGED_NPZ_ERRORS,
+    EXTRA_PREFIX,
+    POSE_FIELDS,
+    damaged_npz,
+    list_episodes,
+    read_meta,
+    read_npz,
+)
 from infworld.data.revisits import default_revisit_dist, revisit_stats
 from infworld.errors import DataError
 
@@ -35,10 +43,10 @@ def npz_headers(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.
                     else:
                         shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
                 out[name[: -len(".npy")]] = (tuple(int(s) for s in shape), np.dtype(dtype))
-    except FileNotFoundError as exc:
-        raise DataError("episode file not found", path=path) from exc
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"corrupt or truncated episode file ({exc})", path=path) from exc
+    except FileNotFoundError:
+        raise DataError("episode file not found", path=path) from None
+    except DAMAGED_NPZ_ERRORS as exc:
+        raise damaged_npz(path, exc) from exc
     if "frames" not in out:
         raise DataError("missing array", path=path, field="frames")
     return out
@@ -51,11 +59,7 @@ def episode_length(path: str | os.PathLike) -> int:
 
 def load_arrays(path: str | os.PathLike, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Decompress only the named arrays (those present) of one episode, e.g. poses without frames."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in names if k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"corrupt or truncated episode file ({exc})", path=str(path)) from exc
+    return read_npz(path, names)
 
 
 # Names of move / view ids, indexed by id (see action_schema: move = (forward+1)*3 + (right+1),
@@ -98,10 +102,7 @@ class ActionTally:
         for key, n in self.sizes.items():
             if key not in arrays:
                 raise DataError("missing array", path=path, field=key)
-            a = np.asarray(arrays[key]).astype(np.int64).ravel()
-            if a.size and (a.min() < 0 or a.max() >= n):
-                raise DataError(f"ids must be in 0..{n - 1}, got range {a.min()}..{a.max()}",
-                                path=path, field=key)
+            a = check_action_ids(np.asarray(arrays[key]).ravel(), n, key, path=path)
             if ids and len(a) != len(ids["move"]):
                 raise DataError(f"{len(a)} ids but {len(ids['move'])} move ids", path=path, field=key)
             ids[key] = a

@@ -1,4 +1,4 @@
-"""The environment interface every data source implements (GitHub issue #2).
+"""The environment interface every data source implements.
 
 An environment is driven by a *unified command* (the same five tri-state / id fields for every
 game) and answers with a frame at the dataset size, the ground-truth pose, an optional depth

@@ -1,4 +1,4 @@
-"""Collect datasets of episodes from a real environment with an exploration policy (issue #2).
+"""Collect datasets of episodes from a real environment with an exploration policy.
 
 ``collect(CollectConfig(...))`` writes ``DIR/meta.json`` first, then one episode per file with
 :func:`infworld.data.episode.write_episode` (temp file + rename), so an interrupted run keeps every
@@ -31,9 +31,11 @@ from infworld.data.episode import (
     Episode,
     episode_path,
     read_meta,
+    read_npz,
     write_episode,
     write_meta,
 )
+from infworld.data.outputs import check_output_dir
 from infworld.envs.base import Env
 from infworld.envs.policies import POLICIES, make_policy
 from infworld.envs.registry import DEFAULT_SCENARIOS, check_env, check_scenario, make_env
@@ -155,10 +157,8 @@ def _write(cfg: CollectConfig, ep: Episode, index: int, meta: DatasetMeta) -> No
 
 def _prepare(cfg: CollectConfig, meta: DatasetMeta) -> None:
     """Create or check ``cfg.out``: new folder -> write meta.json; same dataset -> resume."""
-    out = Path(cfg.out)
+    out = check_output_dir(cfg.out)
     try:
-        if out.exists() and not out.is_dir():
-            raise DataError("output path exists and is not a folder", path=str(out))
         if (out / "meta.json").exists():
             old = read_meta(out).to_json()
             new = json.loads(json.dumps(meta.to_json()))
@@ -280,24 +280,22 @@ def _run_workers(cfg: CollectConfig, meta: DatasetMeta, todo: list[int], workers
 
 
 def dataset_revisits(out: str | Path, env: str, episodes: int) -> dict[str, Any] | None:
-    """Revisit density of episodes 0..episodes-1 via infworld.data.revisits, or None if unavailable.
+    """Revisit density of episodes 0..episodes-1 (infworld.data.revisits), or None without poses.
 
     Defaults of ``revisit_stats`` (min_gap 50, heading within 30 degrees), with the revisit radius
     of the env (64 map units for ViZDoom, one cell and no heading test for Crafter)."""
-    try:
-        from infworld.data import revisits
-    except ImportError:
-        return None
+    from infworld.data import revisits
+
     poses = []
     for i in range(episodes):
         path = episode_path(out, i)
         if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                if "pose" in z.files:
-                    poses.append(z["pose"])
+            pose = read_npz(path, ("pose",)).get("pose")
+            if pose is not None:
+                poses.append(pose)
     if not poses:
         return None
-    dist = revisits.default_revisit_dist(env) if hasattr(revisits, "default_revisit_dist") else 64.0
+    dist = revisits.default_revisit_dist(env)
     # Crafter's camera is top-down and never turns, so what is seen depends on the place only.
     stats = revisits.revisit_stats(poses, dist=dist, angle_deg=None if env == "crafter" else 30.0)
     return {k: v for k, v in stats.items() if k not in ("masks", "sources")}

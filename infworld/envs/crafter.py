@@ -1,4 +1,4 @@
-"""Crafter as a data source: an open world whose *state* the model must remember (issue #2).
+"""Crafter as a data source: an open world whose *state* the model must remember.
 
 Crafter (Hafner, "Benchmarking the Spectrum of Agent Capabilities", ICLR 2022) is a top-down 2D
 world with a fixed camera centred on the player. The agent collects and places things, so a world

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from infworld.envs.base import NOOP, Command, EnvSpec, Observation
-from infworld.envs.policies import _HEADING_CMDS, ExplorePolicy, PolicyConfig
+from infworld.envs.policy_base import HEADING_CMDS, ExplorePolicy, PolicyConfig
 
 _TRI = np.array([-1, 0, 1])
 
@@ -57,7 +57,7 @@ class DiversePolicy(ExplorePolicy):
     def _draw(self) -> Command:
         """One command, independent of the observation."""
         if self.spec.grid:
-            return [NOOP, *_HEADING_CMDS.values()][int(self.rng.integers(0, 5))]
+            return [NOOP, *HEADING_CMDS.values()][int(self.rng.integers(0, 5))]
         cmd = Command(forward=int(self.rng.choice(_TRI)), right=int(self.rng.choice(_TRI)),
                       yaw=int(self.rng.choice(_TRI)) if self.spec.turn_deg > 0 else 0)
         if self.spec.has_pitch and self.rng.random() < 0.1:

@@ -3,7 +3,7 @@
 Infinite-World (arXiv 2602.02393, Sec. 3.4) finetunes on trajectories that come back to places
 already seen; this policy makes them from any :class:`~infworld.envs.base.Env` as a seeded mix of
 segments (out-and-back, loops, full turns, returns to earlier poses). See
-:mod:`infworld.envs.policies` for the shared machinery and the other policies.
+:mod:`infworld.envs.policy_base` for the shared machinery and the other policies.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from infworld.data.pose_motion import wrap_deg
 from infworld.envs.base import NOOP, Command, EnvSpec, Observation
-from infworld.envs.policies import _HEADING_CMDS, _SEGMENTS, ExplorePolicy, PolicyConfig
+from infworld.envs.policy_base import HEADING_CMDS, SEGMENTS, ExplorePolicy, PolicyConfig
 
 
 class RevisitPolicy(ExplorePolicy):
@@ -37,7 +37,7 @@ class RevisitPolicy(ExplorePolicy):
 
     def _new_segment(self) -> list[dict]:
         w = np.asarray(self.cfg.segment_weights, dtype=np.float64)
-        kind = _SEGMENTS[int(self.rng.choice(len(w), p=w / w.sum()))]
+        kind = SEGMENTS[int(self.rng.choice(len(w), p=w / w.sum()))]
         now = len(self.history) - 1
         if kind == "return" and now <= self.cfg.min_return_gap:
             kind = "out_and_back"  # nothing old enough to return to yet
@@ -73,7 +73,7 @@ class RevisitPolicy(ExplorePolicy):
             if not st["legs"]:
                 return None
             st["last"] = st["legs"].pop(0)
-            return _HEADING_CMDS[st["last"]]
+            return HEADING_CMDS[st["last"]]
         if kind in ("circle", "spin"):
             if len(self.history) > 1:
                 st["turned"] += abs(float(wrap_deg(self.history[-1][3] - self.history[-2][3])))

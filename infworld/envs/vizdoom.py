@@ -1,4 +1,4 @@
-"""ViZDoom as a data source: headless first-person frames, depth, ground-truth pose (issue #2).
+"""ViZDoom as a data source: headless first-person frames, depth, ground-truth pose.
 
 The game renders a 160x120 RGB24 screen and a depth buffer of the same size; both are resized to
 the dataset size with :func:`infworld.data.frames.resize_frames` (area interpolation when

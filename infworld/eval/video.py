@@ -15,6 +15,7 @@ from types import TracebackType
 import numpy as np
 
 from infworld.data.episode import make_shareable
+from infworld.data.outputs import check_output_file
 from infworld.errors import DataError
 
 PSNR_CAP_DB = 100.0  # identical frames (MSE 0) are reported as this, so results stay finite JSON
@@ -54,7 +55,8 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = 15.0, scale: int = 1):
-        self.path = Path(path)
+        # Checked before any frame is made: an .mp4 name in a writable folder (DataError otherwise).
+        self.path = check_output_file(path, (".mp4",), what="video file")
         self.fps = float(fps)
         self.scale = max(1, int(scale))
         self._tmp: str | None = None

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,6 +79,34 @@ class ServerConfig:
                               f"got {self.image_format!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"server.jpeg_quality: expected 1..100, got {self.jpeg_quality}")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket bound to ``host``:``port`` (0 = any free port).
+
+    Bound before anything is announced or served, so a port out of range, one another program
+    holds, or an address this machine does not have is a ConfigError naming it, not a traceback
+    from inside the event loop after the page's address was already printed.
+    """
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port {port}: expected 0..65535")
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"host {host!r}: cannot resolve it ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart right after a stop
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        hint = {errno.EADDRINUSE: "; another program is using it, pick another --port",
+                errno.EACCES: "; ports below 1024 need root, pick another --port",
+                errno.EADDRNOTAVAIL: "; this machine has no such address, check --host"}.get(exc.errno, "")
+        raise ConfigError(f"cannot listen on {host} port {port}: {exc.strerror or exc}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class ProtocolError(InfWorldError):

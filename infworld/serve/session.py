@@ -14,14 +14,14 @@ so ten tabs cost one copy of the model plus ten small rollout states.
 Pose-based memories (VRAG retrieval, WorldScape's geometric KV memory) need a camera pose per
 frame, which nobody has while playing inside the model. They are built with
 ``poses="dead_reckon"`` when they accept it; if the memory still asks for poses, the session
-dead-reckons them itself from the actions (:func:`dead_reckon`, motion scales from starts.meta).
+dead-reckons them itself from the actions with the same
+:class:`~infworld.memory.deadreckon.DeadReckoner` (and step sizes) the memories use.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import math
 import secrets
 import tempfile
 import threading
@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from infworld.data.action_schema import decode_move, decode_view
+from infworld.data.action_schema import check_action_ids
 from infworld.errors import ConfigError, DataError
+from infworld.memory.deadreckon import DeadReckoner
 from infworld.serve.starts import Starts
 from infworld.world import WorldModel
 
@@ -125,24 +126,6 @@ class EngineFactory:
                 "actions": self.action_sizes}
 
 
-def dead_reckon(pose: np.ndarray, move: int, view: int, move_scale: float, turn_deg: float,
-                pitch_deg: float | None = None) -> np.ndarray:
-    """The pose (5,) after one unified action from ``pose`` (x, y, z, yaw, pitch; yaw CCW from +x).
-
-    The turn is applied first (yaw +1 = turn right = clockwise, so yaw decreases), then forward
-    moves ``move_scale`` along the new heading and right strafes ``move_scale`` to its right.
-    """
-    fwd, right, _ = decode_move(move)
-    yaw_s, pitch_s, _ = decode_view(view)
-    x, y, z, yaw, pitch = (float(v) for v in pose)
-    yaw -= float(yaw_s) * turn_deg
-    pitch += float(pitch_s) * (turn_deg if pitch_deg is None else pitch_deg)
-    h = math.radians(yaw)
-    x += move_scale * (float(fwd) * math.cos(h) + float(right) * math.sin(h))
-    y += move_scale * (float(fwd) * math.sin(h) - float(right) * math.cos(h))
-    return np.array([x, y, z, yaw, pitch], dtype=np.float32)
-
-
 def memory_fill(world: WorldModel) -> tuple[int, int]:
     """(frames the memory holds, how many it can hold). A strategy may expose ``held()``; otherwise a
     frame store's filled slots and capacity, the window's span, or the size of the last context it
@@ -168,9 +151,10 @@ def memory_fill(world: WorldModel) -> tuple[int, int]:
 
 
 def _check_id(name: str, value: Any, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) <= hi:
-        raise DataError(f"expected an integer 0..{hi}, got {value!r}", field=name)
-    return int(value)
+    """One id from a client (JSON): an integer 0..hi, else DataError naming the field."""
+    if np.ndim(value) != 0:
+        raise DataError(f"expected one integer 0..{hi}, got {value!r}", field=name)
+    return int(check_action_ids(value, hi + 1, name))
 
 
 class Session:
@@ -192,9 +176,7 @@ class Session:
         self._log_lock = threading.Lock()
         self._rate: deque[tuple[int, float]] = deque(maxlen=20)  # (frames, seconds) of recent steps
         self.last_active = time.monotonic()
-        meta = starts.meta
-        self.move_scale = float(meta.get("move_scale") or 1.0)
-        self.turn_deg = float(meta.get("turn_deg") or 0.0)
+        self.reckoner = DeadReckoner()  # the memories' own step sizes, so both pose sources agree
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -249,11 +231,9 @@ class Session:
         acts = {"move": np.array([m]), "view": np.array([v]), "interact": np.array([i])}  # (1, n) each
         poses = None
         if self.needs_poses:
-            track = []
-            for mj, vj in zip(m, v, strict=True):
-                self.pose = dead_reckon(self.pose, mj, vj, self.move_scale, self.turn_deg)
-                track.append(self.pose)
-            poses = np.stack(track)[None]  # (1, n, 5)
+            track = self.reckoner.track(self.pose, m, v)  # (n, 5)
+            self.pose = track[-1].copy()
+            poses = track[None]  # (1, n, 5)
         t0 = time.perf_counter()
         frames = self.engine.step(acts, poses=poses)[0]  # (n, H, W, 3)
         self._rate.append((n, time.perf_counter() - t0))
@@ -268,11 +248,10 @@ class Session:
         """Poses (ctx, 5) of a starting context: the recorded ones, or dead-reckoned from the origin."""
         if np.isfinite(poses).all():
             return poses.astype(np.float32)
-        out = [np.zeros(5, np.float32)]
-        for t in range(poses.shape[0] - 1):
-            out.append(dead_reckon(out[-1], int(actions["move"][t]), int(actions["view"][t]),
-                                   self.move_scale, self.turn_deg))
-        return np.stack(out)
+        origin = np.zeros(5, np.float32)
+        n = poses.shape[0] - 1  # transitions between the context frames
+        return np.concatenate([origin[None], self.reckoner.track(origin, actions["move"][:n],
+                                                                 actions["view"][:n])])
 
     # -- reporting -----------------------------------------------------------------------------
 
