@@ -29,6 +29,10 @@ class DataError(InfWorldError):
         self.field = field
 
 
+class DeviceError(ConfigError):
+    """A torch device that does not exist here (no CUDA, no such GPU index, not a device name)."""
+
+
 class EnvError(InfWorldError):
     """An unknown environment, scenario or policy, or an environment that failed to start."""
 

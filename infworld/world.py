@@ -2,7 +2,7 @@
 
 One engine serves evaluation, the CLI, the play page and the gymnasium adapter (and later
 self-forcing training). It wraps a world network (tokenizer + DiT, see
-infworld/train/tasks/world.py), a :class:`~infworld.models.kvcache.KVCache`, a sampler and a
+infworld/models/worldnet.py), a :class:`~infworld.models.kvcache.KVCache`, a sampler and a
 :class:`~infworld.memory.base.Memory` strategy. Every chunk of ``n`` frames (Self-Forcing, Huang et
 al. 2025, Algorithm 1 in inference form):
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from infworld.config import build_dataclass
+from infworld.data.action_schema import check_action_ids
 from infworld.diffusion.samplers import SamplerConfig, sample
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
 from infworld.memory.base import Memory, MemoryContext
@@ -65,16 +66,6 @@ class RolloutConfig:
         if not 0.0 <= self.context_noise < 1.0:
             raise ConfigError(f"rollout context_noise: expected a noise level in 0..1 (exclusive), got "
                               f"{self.context_noise}")
-
-
-def _init_params(memory: str) -> set[str]:
-    """Keyword settings the memory strategy ``memory`` accepts (empty if unknown; make_memory raises)."""
-    import inspect
-
-    from infworld.memory.registry import memory_class
-
-    cls = memory_class(memory)
-    return set(inspect.signature(cls.__init__).parameters) if cls is not None else set()
 
 
 class WorldModel:
@@ -134,7 +125,7 @@ class WorldModel:
         Defaults for the chunk, window and sampler come from the export; ``overrides`` set fields of
         :class:`RolloutConfig` (``chunk``, ``seed``...) or of its sampler (``steps``, ``name``...).
         """
-        from infworld.train.export import load_model
+        from infworld.models.loading import load_model
 
         net, meta = load_model(name_or_path, map_location=map_location)
         if not hasattr(net, "dit") or not hasattr(net, "model_config"):
@@ -154,17 +145,12 @@ class WorldModel:
                                   f"{sorted(sampler_keys | rollout_keys)}")
             setattr(sampler if key in sampler_keys else rollout, key, value)
         if isinstance(memory, str):
-            trained = mc.get("memory") or {}
-            settings = dict(trained.get(memory, {}))  # the settings it was trained with
-            if memory not in trained and "plain" in _init_params(memory):
-                # never trained with this memory: stored frames go in as ordinary context frames
-                settings["plain"] = True
-            settings.update(memory_cfg or {})
-            if memory == "window":
-                settings.setdefault("budget", int(mc.get("window") or net.dit.cfg.max_frames))
-            if "local_window" in _init_params(memory):
-                settings.setdefault("local_window", int(mc.get("window") or net.dit.cfg.max_frames))
-            memory = make_memory(memory, **settings)
+            from infworld.memory.registry import pretrained_memory_config
+
+            config = pretrained_memory_config(memory, mc.get("memory"),
+                                              int(mc.get("window") or net.dit.cfg.max_frames),
+                                              memory_cfg, source=str(name_or_path))
+            memory = make_memory(memory, config)
         return cls(net, memory, rollout, device=map_location)
 
     # -- public API ------------------------------------------------------------------------
@@ -268,7 +254,7 @@ class WorldModel:
         return out
 
     def _actions(self, actions: Mapping[str, Any], n: int) -> dict[str, torch.Tensor]:
-        """Check and convert user actions to tensors (B, n[, d]); ids are range-checked by the DiT."""
+        """Check and convert user actions to tensors (B, n[, d]); ids in 0..size - 1 (or NULL_ACTION)."""
         acfg = self.dit.cfg.actions
         expected = list(acfg.sizes()) + list(acfg.continuous)
         unknown = sorted(set(actions) - set(expected))
@@ -287,10 +273,9 @@ class WorldModel:
             if tuple(a.shape[:2]) != (self.batch, n):
                 raise DataError(f"expected shape ({self.batch}, {n}), got {tuple(a.shape)}", field=name)
             if not cont and a.numel():
-                hi = acfg.sizes()[name] - 1
-                if int(a.min()) < NULL_ACTION or int(a.max()) > hi:
-                    raise DataError(f"action id out of range: got {int(a.min())}..{int(a.max())}, "
-                                    f"the model knows 0..{hi}", field=name)
+                ids = a.numpy()
+                # NULL_ACTION ("unknown", as for frame 0) is also accepted from callers
+                check_action_ids(ids[ids != NULL_ACTION], acfg.sizes()[name], name, whose="the model's")
             out[name] = a.to(self.device)
         return out
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from infworld.errors import ConfigError, DataError
-from infworld.models.autoencoder import AutoencoderConfig, FrameAutoencoder, psnr_uint8
+from infworld.eval.video import psnr, psnr_from_mse
+from infworld.models.autoencoder import AutoencoderConfig, FrameAutoencoder
 
 
 def tiny(**kw) -> FrameAutoencoder:
@@ -119,10 +123,22 @@ def test_bad_inputs_rejected():
         m.encode(torch.zeros(2, 3, 16, 24, dtype=torch.int32))
 
 
-def test_psnr_uint8():
+def test_tokenizer_psnr_is_the_one_psnr():
+    """The tokenizer task's two PSNRs go through infworld.eval.video: per frame on uint8 (N, 3, H, W)
+    (evaluation) and from the batch MSE of frames in [-1, 1] (the training metric), same numbers as
+    the formulas they replaced."""
     a = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     b = a.clone()
     b[0] += 1  # MSE 1 -> 20 log10(255) = 48.13 dB
     b[1] += 255  # MSE 255^2 -> 0 dB
-    torch.testing.assert_close(psnr_uint8(a, b), torch.tensor([48.1308, 0.0]), atol=1e-3, rtol=0)
-    assert psnr_uint8(a, a).min() == 100.0
+    np.testing.assert_allclose(psnr(a.numpy(), b.numpy()), [48.1308, 0.0], atol=1e-3)
+    assert psnr(a.numpy(), a.numpy()).min() == 100.0
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
+    y = (x + 0.1 * torch.randn(4, 3, 8, 8, generator=g)).clamp(-1, 1)
+    mse = float((y - x).pow(2).mean())
+    old = 10.0 * math.log10(4.0 / max(mse, 1e-12))  # the formula the training metric used
+    assert float(psnr_from_mse(mse, peak=2.0)) == pytest.approx(old, abs=1e-9)
+    # the same PSNR as of the frames in 0..255 (unquantised), batch MSE
+    as255 = psnr(((x + 1) * 127.5).reshape(1, -1).numpy(), ((y + 1) * 127.5).reshape(1, -1).numpy())
+    assert float(as255[0]) == pytest.approx(old, abs=1e-4)

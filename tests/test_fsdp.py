@@ -214,7 +214,8 @@ def test_fsdp_matches_single_process(runs, tmp_path):
     assert abs(a["metrics"]["mse"] - b["metrics"]["mse"]) < 1e-5  # evaluation on the gathered EMA
 
     # the slim export of the FSDP run (gathered in one process) equals the single-process one
-    from infworld.train.export import export_run, load_model
+    from infworld.models.loading import load_model
+    from infworld.train.export import export_run
 
     ma = load_model(export_run(single, tmp_path / "export-single"))[0].state_dict()
     mb = load_model(export_run(runs / "straight", tmp_path / "export-fsdp"))[0].state_dict()
@@ -296,7 +297,8 @@ def test_fsdp_without_torchrun_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 
 def test_fsdp_trains_resumes_and_exports_the_world_model(runs, tmp_path):
-    from infworld.train.export import export_run, load_model
+    from infworld.models.loading import load_model
+    from infworld.train.export import export_run
 
     run = runs / "world"
     names = sorted(p.name for p in (run / "checkpoints").iterdir())

@@ -12,7 +12,8 @@ from infworld.memory.registry import make_memory
 from infworld.models.action import ActionConfig
 from infworld.models.dit import DiT, DiTConfig
 from infworld.models.kvcache import KVCache, KVCacheConfig
-from infworld.train.tasks.world import PixelTokenizer, WorldNet
+from infworld.models.tokenizers import PixelTokenizer
+from infworld.models.worldnet import WorldNet
 from infworld.world import RolloutConfig, WorldModel
 
 

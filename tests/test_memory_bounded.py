@@ -16,7 +16,8 @@ from infworld.diffusion.samplers import SamplerConfig
 from infworld.memory.registry import make_memory
 from infworld.models.action import ActionConfig
 from infworld.models.dit import DiT, DiTConfig
-from infworld.train.tasks.world import PixelTokenizer, WorldNet
+from infworld.models.tokenizers import PixelTokenizer
+from infworld.models.worldnet import WorldNet
 from infworld.world import RolloutConfig, WorldModel
 
 FRAMES = 10_000

@@ -48,7 +48,8 @@ def test_memory_training_resolves_the_window_and_the_loss_goes_down(data_root):
     assert seen == {"loss_full", "loss_window"}  # both strategies were drawn
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
     cfg = task.export_config()
-    assert cfg["memory_slots"] == 6 and cfg["memory"]["full"] == {"budget": 6, "local_window": 6}
+    assert cfg["memory_slots"] == 6 and cfg["memory"]["full"] == {"budget": 6, "local_window": 6,
+                                                                    "plain": False}
 
 
 def test_exported_memory_settings_are_used_and_checked(data_root):
@@ -135,7 +136,7 @@ def test_pose_features_are_relative_to_the_camera():
 def test_init_from_grows_tables_and_keeps_weights(data_root, tmp_path):
     from test_rollout_cli import train_and_export
 
-    from infworld.train.export import load_model
+    from infworld.models.loading import load_model
     from infworld.train.finetune import load_matching
 
     train_and_export("tiny-test-world", data_root, tmp_path / "run", tmp_path / "base", "train.steps=2")

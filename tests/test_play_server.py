@@ -258,11 +258,17 @@ def test_starts_round_trip_and_checks(play, tmp_path):
     assert all(np.array_equal(back.actions[k], starts.actions[k]) for k in starts.actions)
     with pytest.raises(DataError, match="model generates"):
         back.check_model((64, 64), {"move": 10, "view": 10, "interact": 2})
-    with pytest.raises(DataError, match=r"\[interact\].*out of the model's range"):
+    with pytest.raises(DataError, match=r"\[interact\]: ids must be in 0\.\.0 \(the model's range\)"):
         back.check_model((32, 32), {"move": 10, "view": 10, "interact": 1})
     (tmp_path / "bad.npz").write_bytes(path.read_bytes()[:200])
     with pytest.raises(DataError, match="bad.npz"):
         Starts.load(tmp_path / "bad.npz")
+    # a few bytes overwritten inside the compressed frames: one DataError naming the file, not zlib.error
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3 : len(raw) // 3 + 8] = b"\xff" * 8
+    (tmp_path / "damaged.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"damaged\.npz: corrupt or truncated starts file"):
+        Starts.load(tmp_path / "damaged.npz")
 
 
 def test_cli_make_starts_and_headless_walk(play, tmp_path, capsys):

@@ -16,8 +16,9 @@ from torch import nn
 from infworld.cli import main
 from infworld.data.episode import DatasetMeta, Episode, episode_path, write_episode, write_meta
 from infworld.errors import CheckpointError, ConfigError
+from infworld.models.loading import CONFIG, WEIGHTS, load_model
 from infworld.train.checkpoint import LAST, load_checkpoint
-from infworld.train.export import CONFIG, WEIGHTS, export_run, load_model
+from infworld.train.export import export_run
 from infworld.train.logging import read_metrics
 from infworld.train.recipe import load_recipe
 from infworld.train.trainer import lr_factor, param_groups, train

@@ -322,7 +322,8 @@ def test_the_rollout_engine_runs_the_wan_backbone():
     import numpy as np
 
     from infworld.memory.registry import make_memory
-    from infworld.train.tasks.world import PixelTokenizer, WorldNet
+    from infworld.models.tokenizers import PixelTokenizer
+    from infworld.models.worldnet import WorldNet
     from infworld.world import RolloutConfig, WorldModel
 
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from infworld.errors import ConfigError, DataError, MemoryConfigError
 from infworld.memory.registry import make_memory
 from infworld.models.action import ActionConfig
 from infworld.models.wan import WanConfig, WanDiT
-from infworld.train.tasks.world import WorldNet
+from infworld.models.worldnet import WorldNet
 from infworld.video_frames import float_to_frames, frames_to_float
 from infworld.world import RolloutConfig, WorldModel
 

@@ -18,9 +18,10 @@ from infworld.cli import main
 from infworld.data.episode import episode_path, read_episode
 from infworld.errors import CheckpointError, ConfigError
 from infworld.memory.hpmc import COMPRESSED_KIND
+from infworld.models.tokenizers import build_tokenizer
 from infworld.models.wan import WanDiT
 from infworld.train.recipe import load_recipe
-from infworld.train.tasks.world import WorldTask, build_tokenizer
+from infworld.train.tasks.world import WorldTask
 from infworld.world import WorldModel
 
 KEYS = ("move", "view", "interact")

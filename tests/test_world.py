@@ -7,11 +7,13 @@ import pytest
 import torch
 from synthetic import make_dataset
 
-from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
+from infworld.errors import CheckpointError, ConfigError, DataError, DeviceError, MemoryConfigError
 from infworld.memory.base import Memory, MemoryContext
 from infworld.memory.registry import make_memory, memory_names, register_memory
+from infworld.models.tokenizers import PixelTokenizer
+from infworld.models.worldnet import WorldNet
 from infworld.train.recipe import load_recipe
-from infworld.train.tasks.world import PixelTokenizer, WorldNet, WorldTask
+from infworld.train.tasks.world import WorldTask
 from infworld.world import RolloutConfig, WorldModel
 
 
@@ -133,8 +135,11 @@ def test_engine_api_and_errors(data_root):
     world.observe(out[:, :1], {k: [v[0][:1]] for k, v in acts.items()})
     assert world.index == 4
     assert world.step(acts).shape == (1, 2, 32, 32, 3) and world.index == 6
-    with pytest.raises(DataError, match="interact"):
+    with pytest.raises(DataError, match=r"\[interact\]: ids must be in 0\.\.1 \(the model's range\)"):
         world.step({"move": [[1]], "view": [[1]], "interact": [[2]]})
+    with pytest.raises(DataError, match=r"\[move\]: ids must be in 0\.\.\d+ .*got range -2\.\.-2"):
+        world.step({"move": [[-2]], "view": [[1]], "interact": [[0]]})
+    world.step({"move": [[-1]], "view": [[1]], "interact": [[0]]}, commit=False)  # NULL_ACTION: unknown
     with pytest.raises(DataError, match="interact"):
         world.step({"move": [[1]], "view": [[1]]})
     with pytest.raises(DataError, match="chunk"):
@@ -209,3 +214,27 @@ def test_pixel_tokenizer_round_trip():
     assert z.shape == (2, 5, 48, 2, 3)
     assert torch.allclose(tok.decode(z), frames.float() / 127.5 - 1.0, atol=1e-6)
     assert isinstance(WorldNet, type)
+
+
+def test_models_live_in_models_and_old_imports_still_work():
+    import infworld.models.loading as loading
+    import infworld.models.tokenizers as tokenizers
+    import infworld.models.worldnet as worldnet
+    import infworld.train.export as export
+    import infworld.train.tasks.world as task_module
+
+    assert WorldNet is worldnet.WorldNet is task_module.WorldNet
+    assert PixelTokenizer is tokenizers.PixelTokenizer is task_module.PixelTokenizer
+    assert task_module.load_tokenizer is tokenizers.load_tokenizer
+    assert task_module.build_tokenizer is tokenizers.build_tokenizer
+    for name in ("load_model", "resolve_model_dir", "read_model_config", "list_models", "CONFIG", "WEIGHTS"):
+        assert getattr(export, name) is getattr(loading, name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_from_pretrained_checks_the_device_first(tmp_path):
+    # before any file is read: the folder does not even exist
+    with pytest.raises(DeviceError, match="map_location cuda: CUDA is not available"):
+        WorldModel.from_pretrained(str(tmp_path / "none"), map_location="cuda")
+    with pytest.raises(DeviceError, match="map_location 'gpu': not a torch device"):
+        WorldModel.from_pretrained(str(tmp_path / "none"), map_location="gpu")

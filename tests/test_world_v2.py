@@ -17,8 +17,10 @@ from infworld.memory.registry import make_memory
 from infworld.models.action import NULL_ACTION, ActionConfig
 from infworld.models.dit import DiT, DiTConfig
 from infworld.models.latent_conv import LatentConvConfig
+from infworld.models.tokenizers import PixelTokenizer
+from infworld.models.worldnet import WorldNet
 from infworld.train.recipe import load_recipe
-from infworld.train.tasks.world import PixelTokenizer, WorldNet, WorldTask
+from infworld.train.tasks.world import WorldTask
 from infworld.world import RolloutConfig, WorldModel
 
 

@@ -88,7 +88,7 @@ class TokenizerFeatures:
         if isinstance(model, nn.Module):
             self.module, self.model_name = model, type(model).__name__
         else:
-            from infworld.train.export import load_model
+            from infworld.models.loading import load_model
 
             self.module, meta = load_model(model)
             if meta.get("task") != "tokenizer":

@@ -298,10 +298,10 @@ def save_idm(idm: IDM, out_dir: str | Path, meta: dict[str, Any]) -> Path:
 
 
 def load_idm(path: str | Path = DEFAULT_IDM) -> IDM:
-    """Load an exported IDM from a folder or by name (``checkpoints/NAME``, see train/export.py)."""
+    """Load an exported IDM from a folder or by name (``checkpoints/NAME``, see models/loading.py)."""
     from safetensors.torch import load_model
 
-    from infworld.train.export import resolve_model_dir
+    from infworld.models.loading import resolve_model_dir
 
     model_dir = resolve_model_dir(path)
     cpath = model_dir / CONFIG

@@ -17,7 +17,6 @@ accuracy per trajectory.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import platform
@@ -29,6 +28,7 @@ from typing import Any
 
 from infworld.bench import protocols as P
 from infworld.bench.suites import Suite, build_suite, load_data_suite
+from infworld.data.action_schema import check_action_ids
 from infworld.data.episode import atomic_write_json
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
 
@@ -74,15 +74,8 @@ class _Bar:
 
 
 def memory_settings(mem: Any) -> dict[str, Any]:
-    """The constructor settings of a memory instance, read back from its attributes (JSON values)."""
-    out: dict[str, Any] = {"budget": mem.budget, "local_window": mem.local_window}
-    for name, p in inspect.signature(type(mem).__init__).parameters.items():
-        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or name in out:
-            continue
-        value = getattr(mem, name, getattr(mem, f"_{name}", None))
-        if isinstance(value, bool | int | float | str) or value is None:
-            out[name] = value
-    return out
+    """Every setting of a memory instance: its resolved config as a dict (JSON values)."""
+    return mem.config.to_dict()
 
 
 def _machine() -> dict[str, Any]:
@@ -152,7 +145,7 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
     inverse dynamics model (default checkpoints/doom-idm); ``features`` the tokenizer whose features
     give ``fd_ours``; ``inception`` also computes FID with the packaged Inception network.
     """
-    from infworld.train.export import resolve_model_dir
+    from infworld.models.loading import resolve_model_dir
     from infworld.world import WorldModel
 
     protocols = list(protocols or PROTOCOLS)
@@ -183,9 +176,8 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
     sizes = first.dit.cfg.actions.sizes()
     for t in the_suite.trajectories:
         for field, ids in P.VariantRun.actions(t).items():
-            if ids.size and (ids.min() < 0 or ids.max() >= sizes.get(field, 1)):
-                raise DataError(f"trajectory {t.name}: action ids {int(ids.min())}..{int(ids.max())} are "
-                                f"outside the model's 0..{sizes.get(field, 1) - 1}", field=field)
+            check_action_ids(ids, sizes.get(field, 1), field, path=f"trajectory {t.name}",
+                             whose="the model's")
     settings = {"sampler": first.config.sampler.name, "steps": int(first.config.sampler.steps),
                 "chunk": int(first.config.chunk), "context": int(k), "seed": int(seed)}
     idm_model = feats = incep = None
@@ -233,7 +225,7 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
         for proto in protocols:
             part_path = out / "parts" / f"{name}.{proto}.json"
             if part_path.is_file():
-                part = _read_part(part_path, mem_settings)
+                part = _read_part(part_path, world.memory)
             else:
                 bar.note(proto)
                 t0 = time.perf_counter()
@@ -312,7 +304,9 @@ def _planned_frames(suite: Suite, k: int, protocols: list[str]) -> int:
     return total
 
 
-def _read_part(path: Path, mem_settings: dict[str, Any]) -> dict[str, Any]:
+def _read_part(path: Path, memory: Any) -> dict[str, Any]:
+    """A finished part of an earlier run, if it was measured with the same resolved memory config as
+    ``memory`` now (a change of any setting, the pose source included, is refused)."""
     try:
         part = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -320,9 +314,20 @@ def _read_part(path: Path, mem_settings: dict[str, Any]) -> dict[str, Any]:
                         path=str(path)) from exc
     if not isinstance(part, dict) or "result" not in part:
         raise DataError("not a bench part (no 'result'); delete it to measure again", path=str(path))
-    if part.get("memory") != mem_settings:
-        raise ConfigError(f"{path}: measured with memory settings {part.get('memory')}, now {mem_settings}; "
-                          "use another --out (or delete the part)")
+    now = memory.config
+    stored = part.get("memory")
+    try:
+        if not isinstance(stored, dict):
+            raise MemoryConfigError("no memory settings recorded")
+        then = type(now).from_dict(stored, memory.name)
+    except MemoryConfigError as exc:
+        raise ConfigError(f"{path}: its memory settings {stored} do not resolve to a config ({exc}); use "
+                          "another --out (or delete the part)") from None
+    if then != now:
+        a, b = then.to_dict(), now.to_dict()
+        diff = "; ".join(f"{k}: {a[k]!r} there, {b[k]!r} now" for k in a if a[k] != b[k])
+        raise ConfigError(f"{path}: measured with other memory settings ({diff}); use another --out "
+                          "(or delete the part)")
     return part
 
 

@@ -59,8 +59,6 @@ def parse_memory_opts(opts: list[str], memories: list[str]) -> dict[str, dict]:
     """``["full.budget=200", "budget=8"]`` -> per-memory settings (a bare key goes to every memory
     that accepts it). ``KEY=VALUE`` is read by the one ``--memory-opt`` parser,
     :func:`infworld.memory.registry.parse_settings` (values are YAML scalars), as ``rollout`` does."""
-    import inspect
-
     from infworld.memory.registry import memory_class, parse_settings
 
     out: dict[str, dict] = {m: {} for m in memories}
@@ -74,7 +72,7 @@ def parse_memory_opts(opts: list[str], memories: list[str]) -> dict[str, dict]:
             out[name][field] = value
             continue
         takers = [m for m in memories if (cls := memory_class(m)) is not None
-                  and key in inspect.signature(cls.__init__).parameters]
+                  and key in cls.config_class.keys()]
         if not takers:
             raise ConfigError(f"--memory-opt {opt!r}: no benchmarked memory has a setting {key!r}")
         for m in takers:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from infworld.cli.common import check_at_least, check_device
+from infworld.cli.common import check_at_least
+from infworld.device import check_device
 from infworld.errors import ConfigError
 
 MOVE_FORWARD, MOVE_NONE = 7, 4  # (forward + 1) * 3 + (right + 1)
@@ -106,7 +107,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--port: expected 0..65535, got {args.port}")
     if args.idle_timeout <= 0:
         raise ConfigError(f"--idle-timeout: expected seconds > 0, got {args.idle_timeout}")
-    check_device(args.device)
+    check_device(args.device, what="--device")
     if args.make_starts:
         if args.out:
             check_output_file(args.out, (".npz",), what="--out starts file")
@@ -169,8 +170,8 @@ def load_starts(args: argparse.Namespace, factory):
 
 
 def make_starts(args: argparse.Namespace, model: str) -> int:
+    from infworld.models.loading import read_model_config, resolve_model_dir
     from infworld.serve.starts import STARTS_FILE, starts_from_collector, starts_from_dataset
-    from infworld.train.export import read_model_config, resolve_model_dir
 
     model_dir = resolve_model_dir(model)
     size = tuple(read_model_config(model_dir)["model_config"].get("frame_size", (64, 64)))

@@ -27,9 +27,10 @@ import time
 
 import numpy as np
 
-from infworld.cli.common import TypedFlag, check_at_least, check_device
+from infworld.cli.common import TypedFlag, check_at_least
 from infworld.data.action_schema import check_action_ids
 from infworld.data.outputs import check_output_dir
+from infworld.device import check_device
 from infworld.errors import DataError
 from infworld.memory.registry import parse_settings
 
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. Check the request before anything is loaded or written.
     check_at_least(args, 1, "context", "frames", "chunk", "steps", "window", "scale", "threads")
-    check_device(args.device)
+    check_device(args.device, what="--device")
     out = check_output_dir(args.out, what="--out folder")
     if args.threads:
         torch.set_num_threads(args.threads)

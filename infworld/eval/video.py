@@ -21,10 +21,11 @@ from infworld.errors import DataError
 PSNR_CAP_DB = 100.0  # identical frames (MSE 0) are reported as this, so results stay finite JSON
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame PSNR in dB of uint8 frames ``a``, ``b`` (N, H, W, C) (or one frame (H, W, C)), peak 255.
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> np.ndarray:
+    """Per-frame PSNR in dB of frames ``a``, ``b`` (N, ...) (or one frame (H, W, C)), peak 255 (uint8).
 
-    PSNR = 10 log10(255^2 / MSE), capped at :data:`PSNR_CAP_DB`.
+    PSNR = 10 log10(peak^2 / MSE), capped at :data:`PSNR_CAP_DB` (:func:`psnr_from_mse`). The one
+    PSNR of the project: rollouts, bench, the world and tokenizer tasks' evaluations.
     """
     a = np.asarray(a)
     b = np.asarray(b)
@@ -34,9 +35,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if single:
         a, b = a[None], b[None]
     diff = a.reshape(a.shape[0], -1).astype(np.float64) - b.reshape(b.shape[0], -1).astype(np.float64)
-    mse = (diff**2).mean(axis=1)  # (N,)
-    out = np.minimum(10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-30)), PSNR_CAP_DB)
+    out = psnr_from_mse((diff**2).mean(axis=1), peak)  # (N,)
     return out[0] if single else out
+
+
+def psnr_from_mse(mse: float | np.ndarray, peak: float = 255.0) -> np.ndarray:
+    """10 log10(peak^2 / MSE) dB, capped at :data:`PSNR_CAP_DB`; ``peak`` 255 for uint8 frames, 2 for
+    an MSE measured on frames in [-1, 1] (the same PSNR as of those frames in 0..255)."""
+    mse = np.asarray(mse, dtype=np.float64)
+    return np.minimum(10.0 * np.log10(peak**2 / np.maximum(mse, 1e-30)), PSNR_CAP_DB)
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray | None, gap: int = 2) -> np.ndarray:

@@ -15,14 +15,20 @@ DiT and the engine never change when a strategy is added:
   marked by a frame kind, modulated as clean, computed once per chunk and reused across the
   denoising steps). Those frames are "pinned": every frame of the chunk may attend to them.
 
-Strategies register themselves by name (registry.py).
+Every strategy has a typed config dataclass (:class:`MemoryConfig` and its subclasses, next to the
+strategy's class) that holds all of its settings; recipes, CLI flags and exports only override its
+fields, and the resolved config is what exports and benchmark results record. Strategies register
+themselves by name (registry.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -31,6 +37,109 @@ from infworld.errors import MemoryConfigError
 
 MEMORY_KIND = 1  # frame-kind id of retrieved memory frames in the DiT (0 = ordinary frame)
 COMPRESSED_KIND = 2  # frame-kind id of compressed memory latents (HPMC)
+
+
+def check_int(strategy: str, name: str, value: object, low: int) -> int:
+    """``value`` if it is an int >= ``low`` (not a bool), else :class:`MemoryConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise MemoryConfigError(f"memory {strategy!r}: {name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def check_float(strategy: str, name: str, value: object, low: float, high: float = math.inf,
+                low_open: bool = False) -> float:
+    """``value`` as a float if it is a finite number in range, else :class:`MemoryConfigError`."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        span = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
+        raise MemoryConfigError(f"memory {strategy!r}: {name} must be a finite number {span}, got {value!r}")
+    return float(value)
+
+
+def check_bool(strategy: str, name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise MemoryConfigError(f"memory {strategy!r}: {name} must be true or false, got {value!r}")
+    return value
+
+
+C = TypeVar("C", bound="MemoryConfig")
+
+
+@dataclass
+class MemoryConfig:
+    """Settings every memory strategy shares; each strategy subclasses it with its own fields.
+
+    budget:       the size of the strategy's memory in frames: the most past frames its memory gives
+                  one chunk to attend to, beyond the local window every strategy shares. For the
+                  strategies that read context (full, hpmc, kv, vrag) that is the most frames one
+                  :meth:`Memory.read` returns (:meth:`Memory.max_context`, the memory slots the model
+                  must be trained with), never what is merely stored (kv's ``pool``, vrag's
+                  ``capacity``). ``window`` reads nothing: its memory *is* the local window, so its
+                  budget and local window are one setting.
+    local_window: frames the engine keeps in its KV cache; each frame attends to at most this many
+                  recent frames (itself included). None = the budget (a strategy whose memory is the
+                  window); resolved at construction.
+
+    Build one from a dict with :meth:`from_dict` (unknown keys are refused by name), override with
+    :meth:`updated`, record with :meth:`to_dict`; :meth:`check` validates every field.
+    """
+
+    strategy: ClassVar[str] = ""  # the strategy's registered name, for messages
+
+    budget: int = 16
+    local_window: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.local_window is None:
+            self.local_window = self.budget
+        for f in dataclasses.fields(self):  # a YAML/JSON integer for a float field reads as that float
+            value = getattr(self, f.name)
+            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The setting names this config accepts, in field order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def _fold(cls, settings: dict[str, Any], strategy: str) -> dict[str, Any]:
+        """Turn accepted alternative spellings of settings into fields (none here)."""
+        return settings
+
+    @classmethod
+    def from_dict(cls: type[C], settings: Mapping[str, Any] | None, strategy: str = "") -> C:
+        """The checked config from ``settings`` (missing keys take the defaults).
+
+        Raises :class:`MemoryConfigError` naming the strategy, the unknown keys and the valid ones,
+        or the first bad value."""
+        strategy = strategy or cls.strategy
+        if settings is not None and not isinstance(settings, Mapping):
+            raise MemoryConfigError(f"memory {strategy!r}: settings must be a mapping of name: value, got "
+                                    f"{settings!r}")
+        data = cls._fold(dict(settings or {}), strategy)
+        unknown = sorted(k for k in data if k not in cls.keys())
+        if unknown:
+            raise MemoryConfigError(f"memory {strategy!r}: unknown setting(s) {unknown}; valid: {cls.keys()}")
+        cfg = cls(**data)
+        cfg.check(strategy)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting (JSON values): what exports and benchmark results record."""
+        return {k: getattr(self, k) for k in self.keys()}
+
+    def updated(self: C, settings: Mapping[str, Any] | None, strategy: str = "") -> C:
+        """A new checked config: these settings over this one's."""
+        new = type(self)._fold(dict(settings or {}), strategy or self.strategy)
+        return type(self).from_dict({**self.to_dict(), **new}, strategy)
+
+    def check(self, strategy: str = "") -> None:
+        """Raise :class:`MemoryConfigError` naming the strategy and the first bad setting."""
+        n = strategy or self.strategy
+        check_int(n, "budget", self.budget, 1)
+        check_int(n, "local_window", self.local_window, 1)
 
 
 def slot_positions(num: int, local_window: int) -> torch.Tensor:
@@ -84,20 +193,30 @@ class MemoryContext:
 
 
 class Memory(ABC):
-    """A bounded memory strategy. ``budget`` is its size in frames (strategy-specific meaning)."""
+    """A bounded memory strategy, built from its config (``config_class``): ``Memory(config)`` or
+    ``Memory(**settings)``. ``budget`` is its size in frames (:class:`MemoryConfig`)."""
 
     name: ClassVar[str] = ""
+    config_class: ClassVar[type[MemoryConfig]] = MemoryConfig
 
-    def __init__(self, budget: int):
-        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-            raise MemoryConfigError(f"memory {self.name!r}: budget must be an int >= 1, got {budget!r}")
-        self.budget = budget
+    def __init__(self, config: MemoryConfig | None = None, **settings: Any):
+        if config is None:
+            config = self.config_class.from_dict(settings, self.name)
+        elif settings:
+            raise MemoryConfigError(f"memory {self.name!r}: give a config or settings, not both")
+        elif type(config) is not self.config_class:
+            raise MemoryConfigError(f"memory {self.name!r}: expected a {self.config_class.__name__}, got "
+                                    f"{config!r}")
+        else:
+            config.check(self.name)
+        self.config = config
+        self.budget = config.budget
 
     @property
     def local_window(self) -> int:
         """Frames the engine keeps in its KV cache; each frame attends to at most this many frames
         of the recent past (itself included)."""
-        return self.budget
+        return self.config.local_window
 
     @property
     def needs_poses(self) -> bool:
@@ -109,9 +228,11 @@ class Memory(ABC):
         return None
 
     @classmethod
-    def build_module(cls, settings: dict, latent_shape: tuple[int, int, int]) -> nn.Module | None:
+    def build_module(cls, settings: Mapping[str, Any] | MemoryConfig, latent_shape: tuple[int, int, int]
+                     ) -> nn.Module | None:
         """A fresh learned part for training (None for strategies without one). ``settings`` are the
-        strategy's keyword settings from the recipe; ``latent_shape`` is (C, h, w)."""
+        strategy's config or its settings as a dict (from a recipe or an export); ``latent_shape`` is
+        (C, h, w)."""
         return None
 
     def attach(self, module: nn.Module | None) -> None:

@@ -9,27 +9,43 @@ refused with an error instead of silently forgetting or running out of memory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from infworld.errors import MemoryConfigError
-from infworld.memory.base import MEMORY_KIND, Memory, MemoryContext, slot_positions
+from infworld.memory.base import MEMORY_KIND, Memory, MemoryConfig, MemoryContext, check_bool, slot_positions
 from infworld.memory.store import FrameStore
 
 
+@dataclass
+class FullConfig(MemoryConfig):
+    """``budget``: history frames beyond the local window it holds and reads back (all of them);
+    ``plain``: show them as ordinary earlier frames (frame kind 0, no poses)."""
+
+    strategy = "full"
+
+    budget: int = 48
+    local_window: int | None = 16
+    plain: bool = False
+
+    def check(self, strategy: str = "") -> None:
+        super().check(strategy)
+        check_bool(strategy or self.strategy, "plain", self.plain)
+
+
 class FullMemory(Memory):
-    """All frames before the local window (``budget`` = most history frames it will hold)."""
+    """All frames before the local window (``budget`` = most history frames it will hold and read)."""
 
     name = "full"
+    config_class = FullConfig
 
-    def __init__(self, budget: int = 48, local_window: int = 16, plain: bool = False):
-        super().__init__(budget)
-        if not isinstance(plain, bool):
-            raise MemoryConfigError(f"memory 'full': plain must be true or false, got {plain!r}")
-        self.plain = plain
-        if local_window < 1:
-            raise MemoryConfigError(f"memory 'full': local_window must be >= 1, got {local_window}")
-        self._local = local_window
-        self.store = FrameStore(budget + local_window - 1)  # history + the frames still in the cache
+    def __init__(self, config: FullConfig | None = None, **settings: Any):
+        super().__init__(config, **settings)
+        self.plain = self.config.plain
+        self._local = self.config.local_window
+        self.store = FrameStore(self.budget + self._local - 1)  # history + the frames still in the cache
 
     @property
     def local_window(self) -> int:

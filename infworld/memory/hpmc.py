@@ -30,6 +30,7 @@ which is temporal average pooling; a trained world model attaches its trained on
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,15 @@ import torch
 from torch import nn
 
 from infworld.errors import MemoryConfigError
-from infworld.memory.base import COMPRESSED_KIND, MEMORY_KIND, Memory, MemoryContext, slot_positions
+from infworld.memory.base import (
+    COMPRESSED_KIND,
+    MEMORY_KIND,
+    Memory,
+    MemoryConfig,
+    MemoryContext,
+    check_int,
+    slot_positions,
+)
 from infworld.memory.compressor import CompressorConfig, TemporalCompressor
 from infworld.models.action import NULL_ACTION
 
@@ -69,39 +78,66 @@ def merge_start(levels: list[int], factor: int) -> int:
     return levels.index(levels[n - factor])
 
 
-class HPMCMemory(Memory):
-    """Fixed ``budget`` of raw and compressed latents covering the whole history (module docstring).
+@dataclass
+class HPMCConfig(MemoryConfig):
+    """``budget`` slots (every read returns exactly that many, padding marked invalid), ``factor``
+    latents per compression, and the compressor's size (``hidden``, ``depth``, ``max_levels``,
+    ``level_dim``; :class:`~infworld.memory.compressor.CompressorConfig`). The compressor size may
+    also be given as a ``compressor`` dict of those keys (flat settings win)."""
 
-    Settings: ``budget`` slots (= max_context), ``local_window`` frames of the engine's cache,
-    ``factor`` latents per compression; compressor size as flat settings (``hidden``, ``depth``,
-    ``max_levels``, ``level_dim``) or a ``compressor`` dict of the same keys (flat ones win).
-    """
+    strategy = "hpmc"
 
-    name = "hpmc"
+    budget: int = 8
+    local_window: int | None = 16
+    factor: int = 4
+    hidden: int = CompressorConfig.hidden
+    depth: int = CompressorConfig.depth
+    max_levels: int = CompressorConfig.max_levels
+    level_dim: int = CompressorConfig.level_dim
 
-    def __init__(self, budget: int = 8, local_window: int = 16, factor: int = 4,
-                 hidden: int | None = None, depth: int | None = None, max_levels: int | None = None,
-                 level_dim: int | None = None, compressor: dict[str, Any] | None = None):
-        super().__init__(budget)
-        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
-            raise MemoryConfigError(f"memory 'hpmc': factor must be an int >= 2 (latents per compression), "
-                                    f"got {factor!r}")
-        if budget < factor:
-            raise MemoryConfigError(f"memory 'hpmc': budget {budget} must be >= factor {factor} "
-                                    "(a compression needs that many slots)")
-        if not isinstance(local_window, int) or isinstance(local_window, bool) or local_window < 1:
-            raise MemoryConfigError(f"memory 'hpmc': local_window must be an int >= 1, got {local_window!r}")
-        nested = dict(compressor or {})
+    @classmethod
+    def _fold(cls, settings: dict[str, Any], strategy: str) -> dict[str, Any]:
+        nested = settings.pop("compressor", None)
+        if nested is None:
+            return settings
+        if not isinstance(nested, Mapping):
+            raise MemoryConfigError(f"memory {strategy!r}: compressor must be a mapping of "
+                                    f"{list(_COMPRESSOR_KEYS)}, got {nested!r}")
         unknown = sorted(set(nested) - set(_COMPRESSOR_KEYS))
         if unknown:
-            raise MemoryConfigError(f"memory 'hpmc': unknown compressor setting(s) {unknown}; "
+            raise MemoryConfigError(f"memory {strategy!r}: unknown compressor setting(s) {unknown}; "
                                     f"valid: {list(_COMPRESSOR_KEYS)}")
-        flat = {"hidden": hidden, "depth": depth, "max_levels": max_levels, "level_dim": level_dim}
-        nested.update({k: v for k, v in flat.items() if v is not None})
-        self.factor = factor
-        self._local = local_window
-        self._compressor_settings = nested
-        self.compressor_config(1).check()  # reject bad compressor sizes now, not at the first write
+        return {**nested, **settings}
+
+    def compressor(self, channels: int) -> CompressorConfig:
+        """The compressor these settings describe, for ``channels`` latent channels."""
+        return CompressorConfig(channels=channels, factor=self.factor,
+                                **{k: getattr(self, k) for k in _COMPRESSOR_KEYS})
+
+    def check(self, strategy: str = "") -> None:
+        n = strategy or self.strategy
+        check_int(n, "budget", self.budget, 1)
+        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 2:
+            raise MemoryConfigError(f"memory {n!r}: factor must be an int >= 2 (latents per compression), "
+                                    f"got {self.factor!r}")
+        if self.budget < self.factor:
+            raise MemoryConfigError(f"memory {n!r}: budget {self.budget} must be >= factor {self.factor} "
+                                    "(a compression needs that many slots)")
+        super().check(strategy)
+        self.compressor(1).check(f"memory {n!r}")  # bad compressor sizes now, not at the first write
+
+
+class HPMCMemory(Memory):
+    """Fixed ``budget`` of raw and compressed latents covering the whole history (module docstring);
+    settings in :class:`HPMCConfig`."""
+
+    name = "hpmc"
+    config_class = HPMCConfig
+
+    def __init__(self, config: HPMCConfig | None = None, **settings: Any):
+        super().__init__(config, **settings)
+        self.factor = self.config.factor
+        self._local = self.config.local_window
         self._module: nn.Module | None = None
         self._own = True  # the compressor was built here (untrained), not attached
         self.reset()
@@ -117,16 +153,14 @@ class HPMCMemory(Memory):
 
     def compressor_config(self, channels: int) -> CompressorConfig:
         """The compressor this strategy's settings describe, for ``channels`` latent channels."""
-        return CompressorConfig(channels=channels, factor=self.factor, **self._compressor_settings)
+        return self.config.compressor(channels)
 
     @classmethod
-    def build_module(cls, settings: dict, latent_shape: tuple[int, int, int]) -> nn.Module:
+    def build_module(cls, settings: Mapping[str, Any] | HPMCConfig, latent_shape: tuple[int, int, int]
+                     ) -> nn.Module:
         """A fresh :class:`TemporalCompressor` for latents of shape (C, h, w), to train with the DiT."""
-        try:
-            memory = cls(**dict(settings))
-        except TypeError as exc:  # an unknown keyword
-            raise MemoryConfigError(f"memory 'hpmc': bad settings {dict(settings)!r}: {exc}") from exc
-        return TemporalCompressor(memory.compressor_config(int(latent_shape[0])))
+        cfg = settings if isinstance(settings, HPMCConfig) else HPMCConfig.from_dict(settings, cls.name)
+        return TemporalCompressor(cfg.compressor(int(latent_shape[0])))
 
     def attach(self, module: nn.Module | None) -> None:
         """Use ``module`` (a trained :class:`TemporalCompressor`); None = back to an own untrained one."""

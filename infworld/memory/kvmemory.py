@@ -22,12 +22,23 @@ positions independent of the frames' age (:func:`~infworld.memory.base.slot_posi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from infworld.errors import MemoryConfigError
-from infworld.memory.base import MEMORY_KIND, Memory, MemoryContext, slot_positions
-from infworld.memory.deadreckon import PoseTracker
+from infworld.memory.base import (
+    MEMORY_KIND,
+    Memory,
+    MemoryConfig,
+    MemoryContext,
+    check_bool,
+    check_float,
+    check_int,
+    slot_positions,
+)
+from infworld.memory.deadreckon import POSE_MODES, PoseTracker
 from infworld.memory.geometry import farthest_point_sampling, frustum_overlap
 from infworld.memory.store import FrameStore
 from infworld.models.action import NULL_ACTION
@@ -141,34 +152,78 @@ def oldest_first_context(store: FrameStore, slots: torch.Tensor, valid: torch.Te
     return ctx
 
 
-def _check_bool(strategy: str, name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise MemoryConfigError(f"memory {strategy!r}: {name} must be true or false, got {value!r}")
-    return value
+@dataclass
+class PosedConfig(MemoryConfig):
+    """Settings of the raw-frame, pose-based strategies (kv, vrag).
+
+    poses:        "given" (the engine passes camera poses with every write) or "dead_reckon"
+                  (integrated from the actions from the origin at reset; memory/deadreckon.py).
+    plain:        stored frames enter the DiT as ordinary earlier frames (frame kind 0, no poses).
+    pose_scale:   environment units per unit of pose distance (translation / pose_scale).
+    angle_weight: weight of the angle differences (degrees / 180) in the pose distance.
+    """
+
+    budget: int = 8
+    local_window: int | None = 16
+    poses: str = "given"
+    plain: bool = False
+    pose_scale: float = 256.0
+    angle_weight: float = 1.0
+
+    def check(self, strategy: str = "") -> None:
+        super().check(strategy)
+        n = strategy or self.strategy
+        if self.poses not in POSE_MODES:
+            raise MemoryConfigError(f"memory {n!r}: poses must be one of {list(POSE_MODES)}, "
+                                    f"got {self.poses!r}")
+        check_bool(n, "plain", self.plain)
+        check_float(n, "pose_scale", self.pose_scale, 0.0, low_open=True)
+        check_float(n, "angle_weight", self.angle_weight, 0.0)
 
 
-def check_int(strategy: str, name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise MemoryConfigError(f"memory {strategy!r}: {name} must be an int >= {low}, got {value!r}")
-    return value
+@dataclass
+class KVMemoryConfig(PosedConfig):
+    """WorldScape's memory (:class:`KVMemory`): ``budget`` frames read per chunk (the anchors plus the
+    pool frames of largest frustum overlap); ``anchors`` first frames kept for ever and always read;
+    ``pool`` global-pool capacity; ``gate`` surprise threshold; ``min_overlap`` least frustum overlap
+    for a pool frame to be read; ``fov_deg`` camera field of view."""
 
+    strategy = "kv"
 
-def check_float(strategy: str, name: str, value: object, low: float, high: float = math.inf,
-                low_open: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        span = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
-        raise MemoryConfigError(f"memory {strategy!r}: {name} must be a finite number {span}, got {value!r}")
-    return float(value)
+    anchors: int = 1
+    pool: int = 64
+    gate: float = 1.1
+    min_overlap: float = 0.05
+    fov_deg: float = 90.0
+
+    def check(self, strategy: str = "") -> None:
+        super().check(strategy)
+        n = strategy or self.strategy
+        check_int(n, "anchors", self.anchors, 0)
+        if self.anchors > self.budget:
+            raise MemoryConfigError(f"memory {n!r}: anchors ({self.anchors}) must be <= budget "
+                                    f"({self.budget}): anchors are always read")
+        check_int(n, "pool", self.pool, 1)
+        check_float(n, "gate", self.gate, 0.0)
+        check_float(n, "min_overlap", self.min_overlap, 0.0, 1.0)
+        check_float(n, "fov_deg", self.fov_deg, 0.0, 179.0, low_open=True)
 
 
 class PosedFrameMemory(Memory):
     """Shared parts of the raw-frame, pose-based strategies (kv, vrag): the engine's local window,
-    a :class:`~infworld.memory.deadreckon.PoseTracker` (``self.tracker``) and ``budget`` frames
-    per read. Subclasses set ``self._local`` and ``self.tracker``."""
+    a :class:`~infworld.memory.deadreckon.PoseTracker` (``self.tracker``), the ``plain`` setting,
+    the pose metric and ``budget`` frames per read (:class:`PosedConfig`)."""
 
-    _local: int
+    config_class = PosedConfig
+
+    def __init__(self, config: PosedConfig | None = None, **settings: Any):
+        super().__init__(config, **settings)
+        cfg = self.config
+        self._local = cfg.local_window
+        self.tracker = PoseTracker(cfg.poses, self.name)
+        self.plain = cfg.plain
+        self.pose_scale = cfg.pose_scale
+        self.angle_weight = cfg.angle_weight
 
     @property
     def local_window(self) -> int:
@@ -185,57 +240,32 @@ class PosedFrameMemory(Memory):
 class KVMemory(PosedFrameMemory):
     """WorldScape's three-level memory (module docstring); ``budget`` = frames returned per read.
 
-    Settings: ``anchors`` first frames kept for ever and always read; ``pool`` global-pool capacity;
-    ``gate`` surprise threshold; ``min_overlap`` least frustum overlap for a pool frame to be read;
-    ``fov_deg`` camera field of view; ``pose_scale``/``angle_weight`` the pose metric of farthest
-    point sampling; ``poses`` "given" (the engine passes poses) or "dead_reckon" (integrated from
-    the actions from the origin at reset; see infworld/memory/deadreckon.py).
+    Settings (:class:`KVMemoryConfig`): ``anchors`` first frames kept for ever and always read;
+    ``pool`` global-pool capacity; ``gate`` surprise threshold; ``min_overlap`` least frustum overlap
+    for a pool frame to be read; ``fov_deg`` camera field of view; ``pose_scale``/``angle_weight`` the
+    pose metric of farthest point sampling; ``poses`` "given" (the engine passes poses) or
+    "dead_reckon" (integrated from the actions from the origin at reset; see
+    infworld/memory/deadreckon.py).
 
     Surprise of a frame z = min over the stored frames (anchors + pool) of mean((z - z_s)^2) over
     the latent; the frame enters the pool only if it exceeds ``gate`` (an identical frame has
-    surprise 0 and is refused). The default gate is calibrated for the shipped tokenizer's
-    standardised latents (unit variance) on 928 frames of data/doom-train (the first 100 frames of
-    the first 10 episodes)::
-
-        python - <<'EOF'
-        import torch
-        from infworld.data.episode import list_episodes, read_episode
-        from infworld.train.export import load_model
-        tok, _ = load_model("doom-tiny-tokenizer")
-        with torch.no_grad():
-            zs = [tok.encode(torch.from_numpy(read_episode(p).frames[:100]).permute(0, 3, 1, 2))
-                  for p in list_episodes("data/doom-train")[:10]]
-        d = torch.cat([(z[1:] - z[:-1]).pow(2).flatten(1).mean(1) for z in zs])
-        print(d.quantile(torch.tensor([0.5, 0.6, 0.7, 0.8])), (d > 1.1).float().mean())
-        EOF
-
-    The mean squared difference between consecutive latents has quantiles 0.80 (50%), 0.90 (60%),
-    1.11 (70%), 1.57 (80%): at gate 1.1, 30% of consecutive frames pass, and streaming each episode
-    through the gate (against everything accepted so far) accepts 31%. Rescale it for another
+    surprise 0 and is refused). The default gate 1.1 is calibrated for the shipped tokenizer's
+    standardised latents (unit variance, ``doom-tiny-tokenizer``) on 928 frames of data/doom-train
+    (the first 100 frames of the first 10 episodes): the mean squared difference between consecutive
+    latents has quantiles 0.80 (50%), 0.90 (60%), 1.11 (70%), 1.57 (80%), so at gate 1.1, 30% of
+    consecutive frames pass, and streaming each episode through the gate (against everything
+    accepted so far) accepts 31%. Measure the same quantiles to rescale it for another
     tokenizer (e.g. "pixels:N" latents are not standardised).
     """
 
     name = "kv"
+    config_class = KVMemoryConfig
 
-    def __init__(self, budget: int = 8, local_window: int = 16, anchors: int = 1, pool: int = 64,
-                 gate: float = 1.1, min_overlap: float = 0.05, fov_deg: float = 90.0,
-                 pose_scale: float = 256.0, angle_weight: float = 1.0, poses: str = "given",
-                 plain: bool = False):
-        super().__init__(budget)
-        n = self.name
-        self._local = check_int(n, "local_window", local_window, 1)
-        self.anchors = check_int(n, "anchors", anchors, 0)
-        if self.anchors > budget:
-            raise MemoryConfigError(f"memory 'kv': anchors ({anchors}) must be <= budget ({budget}): "
-                                    "anchors are always read")
-        self.pool = check_int(n, "pool", pool, 1)
-        self.gate = check_float(n, "gate", gate, 0.0)
-        self.min_overlap = check_float(n, "min_overlap", min_overlap, 0.0, 1.0)
-        self.fov_deg = check_float(n, "fov_deg", fov_deg, 0.0, 179.0, low_open=True)
-        self.pose_scale = check_float(n, "pose_scale", pose_scale, 0.0, low_open=True)
-        self.angle_weight = check_float(n, "angle_weight", angle_weight, 0.0)
-        self.tracker = PoseTracker(poses, n)
-        self.plain = _check_bool(n, "plain", plain)
+    def __init__(self, config: KVMemoryConfig | None = None, **settings: Any):
+        super().__init__(config, **settings)
+        cfg = self.config
+        self.anchors, self.pool, self.gate = cfg.anchors, cfg.pool, cfg.gate
+        self.min_overlap, self.fov_deg = cfg.min_overlap, cfg.fov_deg
         self.store = FrameStore(self.anchors + self.pool)  # slots [0, anchors) anchors, then the pool
         self.window = WindowBuffer(self._local - 1)
         self.seen = 0  # frames that left the local window since reset

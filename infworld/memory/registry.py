@@ -1,18 +1,21 @@
 """Memory strategies by name: ``make_memory("window", budget=16)``.
 
-A strategy module registers its class with :func:`register_memory`. The built-in modules listed in
-``_BUILTIN`` are imported on first use; ones not written yet are skipped, so adding a strategy means
-adding its file (and its name here), never touching the engine or the DiT.
+A strategy module registers its class with :func:`register_memory`; the class names its config
+dataclass (``config_class``, a :class:`~infworld.memory.base.MemoryConfig`), which is how settings
+from dicts, recipes and ``--memory-opt`` flags are checked (unknown keys refused by name). The
+built-in modules listed in ``_BUILTIN`` are imported on first use, so adding a strategy means adding
+its file (and its name here), never touching the engine or the DiT.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from infworld.errors import MemoryConfigError
-from infworld.memory.base import Memory
+from infworld.memory.base import Memory, MemoryConfig
 
 _BUILTIN = ("window", "full", "hpmc", "kvmemory", "vrag")
 _REGISTRY: dict[str, type[Memory]] = {}
@@ -30,12 +33,7 @@ def _load_builtin() -> None:
         return
     _loaded = True
     for mod in _BUILTIN:
-        try:
-            module = importlib.import_module(f"infworld.memory.{mod}")
-        except ModuleNotFoundError as exc:  # a strategy not built yet
-            if exc.name != f"infworld.memory.{mod}":
-                raise
-            continue
+        module = importlib.import_module(f"infworld.memory.{mod}")
         for obj in vars(module).values():
             if inspect.isclass(obj) and issubclass(obj, Memory) and obj is not Memory and obj.name:
                 _REGISTRY.setdefault(obj.name, obj)
@@ -52,18 +50,36 @@ def memory_class(name: str) -> type[Memory] | None:
     return _REGISTRY.get(name)
 
 
-def make_memory(name: str, **cfg: Any) -> Memory:
-    """Build the strategy ``name`` with keyword settings ``cfg`` (e.g. ``budget``)."""
+def _known(name: str) -> type[Memory]:
     _load_builtin()
     if name not in _REGISTRY:
         raise MemoryConfigError(f"unknown memory {name!r}; known memories: {sorted(_REGISTRY)}")
-    cls = _REGISTRY[name]
-    params = inspect.signature(cls.__init__).parameters
-    unknown = sorted(k for k in cfg if k not in params or k == "self")
-    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        valid = sorted(k for k in params if k != "self")
-        raise MemoryConfigError(f"memory {name!r}: unknown setting(s) {unknown}; valid: {valid}")
-    return cls(**cfg)
+    return _REGISTRY[name]
+
+
+def config_class(name: str) -> type[MemoryConfig]:
+    """The config dataclass of strategy ``name`` (:class:`MemoryConfigError` if unknown)."""
+    return _known(name).config_class
+
+
+def memory_config(name: str, *layers: Mapping[str, Any] | None) -> MemoryConfig:
+    """The resolved, checked config of strategy ``name``: its defaults, then each layer of settings
+    (dicts from a recipe, an export, ``--memory-opt``...) over the one before."""
+    cfg = config_class(name).from_dict({}, name)
+    for layer in layers:
+        if layer:
+            cfg = cfg.updated(layer, name)
+    return cfg
+
+
+def make_memory(name: str, config: MemoryConfig | None = None, **settings: Any) -> Memory:
+    """Build the strategy ``name`` from its ``config`` or from keyword ``settings`` (e.g. ``budget``)."""
+    cls = _known(name)
+    if config is None:
+        config = cls.config_class.from_dict(settings, name)
+    elif settings:
+        raise MemoryConfigError(f"memory {name!r}: give a config or settings, not both")
+    return cls(config)
 
 
 def parse_settings(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -80,3 +96,24 @@ def parse_settings(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise MemoryConfigError(f"memory setting {item!r}: cannot parse the value ({exc})") from None
     return out
+
+
+def pretrained_memory_config(name: str, trained: Mapping[str, Any] | None, local_window: int,
+                             overrides: Mapping[str, Any] | None = None, source: str = "the model"
+                             ) -> MemoryConfig:
+    """The config strategy ``name`` runs with on an exported model: the model's ``local_window``; then
+    the settings it was trained with (``trained[name]``, the export's ``model_config.memory``) or,
+    for a strategy it was never trained with, ``plain=True`` where the strategy has that setting
+    (stored frames then enter as ordinary context frames); then ``overrides``."""
+    cls = config_class(name)
+    cfg = cls.from_dict({"local_window": local_window}, name)
+    trained = trained or {}
+    if name in trained:
+        try:
+            cfg = cfg.updated(trained[name], name)
+        except MemoryConfigError as exc:
+            raise MemoryConfigError(f"{source}: the settings it was trained with for memory {name!r} "
+                                    f"(model_config.memory.{name}) no longer load: {exc}") from None
+    elif "plain" in cls.keys():
+        cfg = cfg.updated({"plain": True}, name)
+    return cfg.updated(overrides, name)

@@ -18,48 +18,51 @@ distances are maintained incrementally, so a write costs O(capacity) per frame, 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from infworld.errors import MemoryConfigError
-from infworld.memory.base import MemoryContext
-from infworld.memory.deadreckon import PoseTracker
+from infworld.memory.base import MemoryContext, check_int
 from infworld.memory.geometry import pose_distance
-from infworld.memory.kvmemory import (
-    Frames,
-    PosedFrameMemory,
-    WindowBuffer,
-    _check_bool,
-    check_float,
-    check_int,
-    oldest_first_context,
-)
+from infworld.memory.kvmemory import Frames, PosedConfig, PosedFrameMemory, WindowBuffer, oldest_first_context
 from infworld.memory.store import FrameStore
+
+
+@dataclass
+class VRAGConfig(PosedConfig):
+    """VRAG retrieval (:class:`VRAGMemory`): ``budget`` = top-k frames read per chunk; ``capacity``
+    stored frames per row (preallocated, >= budget); ``pose_scale``/``angle_weight`` the state metric
+    (``|dxyz| / pose_scale + angle_weight * (|dyaw| + |dpitch|) / 180``)."""
+
+    strategy = "vrag"
+
+    capacity: int = 1024
+
+    def check(self, strategy: str = "") -> None:
+        super().check(strategy)
+        n = strategy or self.strategy
+        check_int(n, "capacity", self.capacity, 1)
+        if self.capacity < self.budget:
+            raise MemoryConfigError(f"memory {n!r}: capacity ({self.capacity}) must be >= budget "
+                                    f"({self.budget})")
 
 
 class VRAGMemory(PosedFrameMemory):
     """State-based retrieval (module docstring); ``budget`` = top-k frames returned per read.
 
-    Settings: ``capacity`` stored frames per row (preallocated); ``pose_scale``/``angle_weight``
-    the state metric (``|dxyz| / pose_scale + angle_weight * (|dyaw| + |dpitch|) / 180``);
-    ``poses`` "given" or "dead_reckon" (integrated from the actions; infworld/memory/deadreckon.py).
+    Settings (:class:`VRAGConfig`): ``capacity`` stored frames per row (preallocated);
+    ``pose_scale``/``angle_weight`` the state metric; ``poses`` "given" or "dead_reckon"
+    (integrated from the actions; infworld/memory/deadreckon.py).
     """
 
     name = "vrag"
+    config_class = VRAGConfig
 
-    def __init__(self, budget: int = 8, local_window: int = 16, capacity: int = 1024,
-                 pose_scale: float = 256.0, angle_weight: float = 1.0, poses: str = "given",
-                 plain: bool = False):
-        super().__init__(budget)
-        n = self.name
-        self._local = check_int(n, "local_window", local_window, 1)
-        self.capacity = check_int(n, "capacity", capacity, 1)
-        if self.capacity < budget:
-            raise MemoryConfigError(f"memory 'vrag': capacity ({capacity}) must be >= budget ({budget})")
-        self.pose_scale = check_float(n, "pose_scale", pose_scale, 0.0, low_open=True)
-        self.angle_weight = check_float(n, "angle_weight", angle_weight, 0.0)
-        self.tracker = PoseTracker(poses, n)
-        self.plain = _check_bool(n, "plain", plain)
+    def __init__(self, config: VRAGConfig | None = None, **settings: Any):
+        super().__init__(config, **settings)
+        self.capacity = self.config.capacity
         self.store = FrameStore(self.capacity)
         self.window = WindowBuffer(self._local - 1)
         self.count = 0  # filled slots (every row stores every frame, so the same for all rows)

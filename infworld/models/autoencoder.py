@@ -283,9 +283,3 @@ class FrameAutoencoder(nn.Module):
         """Standardised latents (..., C, h, w) -> uint8 frames (..., 3, H, W)."""
         return self.to_uint8(self.decode(latents))
 
-
-def psnr_uint8(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-frame PSNR in dB between uint8 frames (N, ...) (peak 255; identical frames give 100 dB)."""
-    diff = a.reshape(a.shape[0], -1).float() - b.reshape(b.shape[0], -1).float()
-    mse = diff.pow(2).mean(dim=1)  # (N,)
-    return 10.0 * torch.log10(255.0**2 / mse.clamp_min(255.0**2 * 1e-10))

@@ -4,7 +4,7 @@
 it points at the exported model under ``checkpoints/`` and the memory strategy the benchmark found
 best with it: ``doom-tiny-world`` with ``vrag`` retrieval (stored frames as plain context; 17.8 dB
 revisit PSNR against 16.1 for the window and 18.3 for the full-history oracle on doom-v1, see
-benchmarks/results/bench/ and issue #4's note). The memory-trained ``doom-tiny-mem`` (with HPMC) is
+benchmarks/results/bench/ and docs/memory.md, "Measured"). The memory-trained ``doom-tiny-mem`` (with HPMC) is
 the alternative: ``infworld play --model doom-tiny-mem --memory hpmc``.
 """
 

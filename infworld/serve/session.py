@@ -21,7 +21,6 @@ dead-reckons them itself from the actions with the same
 from __future__ import annotations
 
 import copy
-import inspect
 import secrets
 import tempfile
 import threading
@@ -81,11 +80,11 @@ class EngineFactory:
         """Load an exported world model (name or folder) with memory ``memory``; ``overrides`` are
         :meth:`WorldModel.from_pretrained` settings (steps, name, chunk, cfg_scale...)."""
         from infworld.memory.registry import memory_class
-        from infworld.train.export import resolve_model_dir
+        from infworld.models.loading import resolve_model_dir
 
         settings = dict(memory_cfg or {})
         mcls = memory_class(memory)
-        if mcls is not None and "poses" in inspect.signature(mcls.__init__).parameters:
+        if mcls is not None and "poses" in mcls.config_class.keys():
             settings.setdefault("poses", "dead_reckon")  # no ground-truth poses while playing
         world = WorldModel.from_pretrained(model, memory=memory, memory_cfg=settings or None,
                                            map_location=device, **overrides)

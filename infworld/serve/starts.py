@@ -20,15 +20,21 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from infworld.data.action_schema import decode_move, decode_view
-from infworld.data.episode import Episode, atomic_write_bytes, list_episodes, read_episode, read_meta
+from infworld.data.action_schema import check_action_ids, decode_move, decode_view
+from infworld.data.episode import (
+    Episode,
+    atomic_write_bytes,
+    list_episodes,
+    read_episode,
+    read_meta,
+    read_npz,
+)
 from infworld.errors import DataError
 
 STARTS_FILE = "starts.npz"
@@ -85,11 +91,8 @@ class Starts:
             raise DataError(f"starting frames are {self.frame_size} but the model generates "
                             f"{tuple(frame_size)}", path=path, field="frames")
         for name in ACTION_FIELDS:
-            a = self.actions[name]
-            hi = action_sizes.get(name, 0) - 1
-            if a.size and (a.min() < 0 or a.max() > hi):
-                raise DataError(f"action ids {int(a.min())}..{int(a.max())} out of the model's range 0..{hi}",
-                                path=path, field=name)
+            check_action_ids(self.actions[name], action_sizes.get(name, 0), name, path=path,
+                             whose="the model's")
 
     def context_of(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """Start ``i`` as engine inputs: frames (1, ctx, H, W, 3), actions (1, ctx - 1), poses (1, ctx, 5)."""
@@ -112,13 +115,7 @@ class Starts:
     def load(cls, path: str | Path) -> Starts:
         """Read a starts file; a missing, corrupt or malformed one raises DataError naming it."""
         path = str(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except FileNotFoundError as exc:
-            raise DataError("starts file not found", path=path) from exc
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-            raise DataError(f"corrupt or truncated starts file ({exc})", path=path) from exc
+        data = read_npz(path, what="starts file")  # damage anywhere in the file: one DataError naming it
         for key in ("frames", "poses", "names", *ACTION_FIELDS):
             if key not in data:
                 raise DataError("missing array", path=path, field=key)

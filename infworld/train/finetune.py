@@ -18,7 +18,7 @@ def load_matching(model: nn.Module, source: str) -> dict[str, list[str]]:
     """Copy weights of the export ``source`` (name or folder) into ``model``; returns what was
     ``loaded``, ``partial`` (first-axis growth) and ``new`` (kept at init). Raises when nothing
     matches or a shape conflicts otherwise (a different architecture)."""
-    from infworld.train.export import load_model
+    from infworld.models.loading import load_model
 
     src, _ = load_model(source, map_location="cpu")
     have = src.state_dict()

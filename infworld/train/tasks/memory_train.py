@@ -23,15 +23,16 @@ import torch
 from torch import nn
 
 from infworld.errors import ConfigError
-from infworld.memory.base import Memory, MemoryContext
-from infworld.memory.registry import make_memory, memory_class, memory_names
+from infworld.memory.base import Memory, MemoryConfig, MemoryContext
+from infworld.memory.registry import make_memory, memory_class, memory_config, memory_names
 
 
 @dataclass
 class MemoryTrainConfig:
     """``strategies``: name -> sampling weight (empty = plain clips, no memory); ``history``: frames
     before the training window that the memory is built from (``data.clip_len = history + L``);
-    ``settings``: per-strategy keyword settings (``local_window`` is filled in from the model);
+    ``settings``: per-strategy settings, fields of the strategy's config dataclass (``local_window``
+    is filled in from the model);
     ``ref_offset``: the current camera for retrieval is the pose of window frame ``L - ref_offset``
     (default: the frame before the last chunk, as when streaming)."""
 
@@ -60,22 +61,22 @@ class MemoryTrainConfig:
             raise ConfigError(f"model.memory.history: expected >= 1 frames of history, got {self.history}")
 
 
-def strategy_settings(cfg: MemoryTrainConfig, name: str, local_window: int) -> dict[str, Any]:
-    """The settings strategy ``name`` is built with (recipe settings + the model's local window)."""
-    settings = dict(cfg.settings.get(name, {}))
-    if name == "window":
-        settings.setdefault("budget", local_window)
-    else:
-        import inspect
+def strategy_config(cfg: MemoryTrainConfig, name: str, local_window: int) -> MemoryConfig:
+    """The resolved config strategy ``name`` trains with: the model's local window, then the recipe's
+    settings (``model.memory.settings.<name>``); unknown or bad settings raise
+    :class:`~infworld.errors.MemoryConfigError` naming the strategy and setting."""
+    return memory_config(name, {"local_window": local_window}, cfg.settings.get(name))
 
-        if "local_window" in inspect.signature(memory_class(name).__init__).parameters:
-            settings.setdefault("local_window", local_window)
-    return settings
+
+def strategy_settings(cfg: MemoryTrainConfig, name: str, local_window: int) -> dict[str, Any]:
+    """Every setting strategy ``name`` trains with (:func:`strategy_config` as a dict): what the export
+    records in ``model_config.memory``."""
+    return strategy_config(cfg, name, local_window).to_dict()
 
 
 def build_memories(cfg: MemoryTrainConfig, local_window: int) -> dict[str, Memory]:
     """One memory object per strategy (checks every setting before training starts)."""
-    return {name: make_memory(name, **strategy_settings(cfg, name, local_window)) for name in cfg.strategies}
+    return {name: make_memory(name, strategy_config(cfg, name, local_window)) for name in cfg.strategies}
 
 
 def build_modules(cfg: MemoryTrainConfig, local_window: int, latent_shape: tuple[int, int, int]
@@ -83,7 +84,7 @@ def build_modules(cfg: MemoryTrainConfig, local_window: int, latent_shape: tuple
     """The learned parts to train jointly (e.g. HPMC's compressor), by strategy name."""
     mods = nn.ModuleDict()
     for name in cfg.strategies:
-        module = memory_class(name).build_module(strategy_settings(cfg, name, local_window), latent_shape)
+        module = memory_class(name).build_module(strategy_config(cfg, name, local_window), latent_shape)
         if module is not None:
             mods[name] = module
     return mods

@@ -28,7 +28,8 @@ from infworld.config import build_dataclass, to_dict
 from infworld.data.episode import list_episodes, read_meta
 from infworld.data.stats import episode_length, load_arrays
 from infworld.errors import ConfigError, DataError
-from infworld.models.autoencoder import AutoencoderConfig, FrameAutoencoder, psnr_uint8
+from infworld.eval.video import psnr, psnr_from_mse
+from infworld.models.autoencoder import AutoencoderConfig, FrameAutoencoder
 from infworld.train.task import register_task
 
 
@@ -151,8 +152,8 @@ class TokenizerTask:
         loss = mse + cfg.l1_weight * l1 + cfg.latent_l2 * latent
         metrics = {"mse": float(mse.detach()), "l1": float(l1.detach()),
                    "latent_rms": math.sqrt(float(latent.detach())),
-                   # PSNR of float frames (peak-to-peak 2): 10 log10(2^2 / MSE)
-                   "psnr": 10.0 * math.log10(4.0 / max(float(mse.detach()), 1e-12))}
+                   # of the batch MSE on frames in [-1, 1]: peak-to-peak 2, the PSNR of those frames in 0..255
+                   "psnr": float(psnr_from_mse(float(mse.detach()), peak=2.0))}
         if cfg.edge_weight > 0:
             edge = _edge_loss(recon, x)
             loss = loss + cfg.edge_weight * edge
@@ -181,11 +182,11 @@ class TokenizerTask:
             frames = pool[order[start:start + bs]].to(device)  # (B, 3, H, W) uint8
             lat = model.encode(frames)  # (B, C, h, w) standardised
             recon = model.to_uint8(model.decode(lat))
-            psnrs.append(psnr_uint8(recon, frames))
+            psnrs.append(psnr(recon.cpu().numpy(), frames.cpu().numpy()))  # (B,) dB
             stds.append(lat.float().std(dim=(0, 2, 3)))
             means.append(lat.float().mean(dim=(0, 2, 3)))
-        psnr = torch.cat(psnrs)
-        return {"psnr": float(psnr.mean()), "psnr_p10": float(psnr.quantile(0.1)),
+        db = np.concatenate(psnrs)
+        return {"psnr": float(db.mean()), "psnr_p10": float(np.quantile(db, 0.1)),
                 "latent_std": float(torch.stack(stds).mean()),
                 "latent_mean_abs": float(torch.stack(means).mean(0).abs().mean())}
 

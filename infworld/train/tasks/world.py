@@ -1,22 +1,24 @@
 """The ``world`` task: train the action-conditioned DiT on frozen tokenizer latents.
 
-Recipe ``model:`` fields are :class:`WorldConfig`. The module the trainer sees is :class:`WorldNet`:
-the frozen tokenizer (carried inside, so an export is self-contained) plus the DiT (the only part
-that learns). Loss: diffusion forcing with rectified flow (infworld/diffusion/forcing.py) on
-latents of clips from :class:`~infworld.data.dataset.ClipDataset`. Evaluation: teacher-forced
-next-frame PSNR (each frame generated from the real frames before it, with the configured sampler,
-uint8-quantised) through the same rollout engine as inference (infworld/world.py), plus val loss.
+Recipe ``model:`` fields are :class:`WorldConfig`. The module the trainer sees is
+:class:`~infworld.models.worldnet.WorldNet`: the frozen tokenizer (carried inside, so an export is
+self-contained) plus the DiT (the only part that learns). Loss: diffusion forcing with rectified
+flow (infworld/diffusion/forcing.py) on latents of clips from
+:class:`~infworld.data.dataset.ClipDataset`. Evaluation: teacher-forced next-frame PSNR (each frame
+generated from the real frames before it, with the configured sampler, uint8-quantised) through the
+same rollout engine as inference (infworld/world.py), plus val loss.
 
 Backbone: ``backbone: dit`` (default) is the CPU-scale :class:`~infworld.models.dit.DiT`
 (``model.dit``); ``backbone: wan`` is the Wan2.1 transformer (``model.wan``, infworld/models/wan/,
 docs/scale.md), loaded from ``wan.weights`` when set. Either sits at ``WorldNet.dit`` with the same
 forward signature, so the loss, the rollout engine and the memory strategies use it unchanged.
 
-Tokenizer: ``tokenizer`` names an exported tokenizer (folder or name, loaded with
-``infworld.train.export.load_model``), ``wan-vae:PATH`` (the Wan2.1 VAE in image mode, one latent
-per frame; infworld/models/wan/vae.py), or ``pixels:P``, a parameter-free space-to-depth map
-(frames (3, H, W) -> latents (3 P^2, H/P, W/P)) for pixel-space diffusion as in DIAMOND, tests and
-quick experiments.
+Tokenizer: ``tokenizer`` names an exported tokenizer (folder or name), ``wan-vae:PATH`` (the Wan2.1
+VAE in image mode, one latent per frame) or ``pixels:P`` (parameter-free space-to-depth): see
+infworld/models/tokenizers.py.
+
+``WorldNet``, ``PixelTokenizer``, ``load_tokenizer`` and ``build_tokenizer`` live in
+infworld/models/ (worldnet.py, tokenizers.py) and are re-exported here for older imports.
 
 Video mode (``backbone: wan``, ``wan.frames_per_latent: 4``, ``wan-vae:PATH``): the Wan VAE
 compresses time 4x, ``data.clip_len`` (video frames) must be 1 + 4 k and the model trains on k + 1
@@ -34,21 +36,28 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from infworld.config import build_dataclass, to_dict
+from infworld.config import to_dict
 from infworld.data.episode import read_meta
 from infworld.diffusion.flow import FlowConfig
 from infworld.diffusion.forcing import ForcingConfig, forcing_loss
 from infworld.diffusion.samplers import SamplerConfig
-from infworld.errors import CheckpointError, ConfigError, InfWorldError
+from infworld.errors import ConfigError, InfWorldError
 from infworld.models.action import frame_actions
 from infworld.models.dit import DiT, DiTConfig
+from infworld.models.tokenizers import (  # noqa: F401 (re-exported for older imports)
+    PIXELS_PREFIX,
+    WAN_VAE_PREFIX,
+    PixelTokenizer,
+    build_tokenizer,
+    load_tokenizer,
+)
 from infworld.models.wan.config import WanConfig
 from infworld.models.wan.transformer import build_backbone
+from infworld.models.worldnet import BACKBONES, WorldNet, build_world_net
 from infworld.train.latent_cache import LatentCache
-from infworld.train.task import get_task, register_task
+from infworld.train.task import register_task
 from infworld.train.tasks.memory_train import (
     MemoryTrainConfig,
     build_memories,
@@ -59,9 +68,6 @@ from infworld.train.tasks.memory_train import (
     training_context,
 )
 
-PIXELS_PREFIX = "pixels:"
-WAN_VAE_PREFIX = "wan-vae:"  # = infworld.models.wan.vae.WAN_VAE_PREFIX (that module imports diffusers lazily)
-BACKBONES = ("dit", "wan")
 ACTION_KEYS = ("move", "view", "interact")
 
 
@@ -95,145 +101,6 @@ class WorldConfig:
     latent_cache_mb: int = 1024  # float16 latents of seen training frames kept in RAM; 0 = off
     init_from: str = ""  # exported world model to finetune from (train/finetune.py)
     memory: MemoryTrainConfig = field(default_factory=MemoryTrainConfig)
-
-
-class PixelTokenizer(nn.Module):
-    """Space-to-depth "tokenizer" without parameters: (..., 3, H, W) <-> (..., 3 P^2, H/P, W/P) in [-1, 1]."""
-
-    def __init__(self, patch: int, image_size: tuple[int, int]):
-        super().__init__()
-        if patch < 1 or image_size[0] % patch or image_size[1] % patch:
-            raise ConfigError(f"tokenizer 'pixels:{patch}': the patch must divide the frame size "
-                              f"{tuple(image_size)}")
-        self.patch = patch
-        self.image_size = tuple(image_size)
-
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.float() / 127.5 - 1.0 if frames.dtype == torch.uint8 else frames.float()
-        lead = x.shape[:-3]
-        return F.pixel_unshuffle(x.reshape(-1, *x.shape[-3:]), self.patch).reshape(*lead, -1, *self._grid())
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        lead = latents.shape[:-3]
-        x = F.pixel_shuffle(latents.reshape(-1, *latents.shape[-3:]), self.patch)
-        return x.clamp(-1.0, 1.0).reshape(*lead, *x.shape[-3:])
-
-    def _grid(self) -> tuple[int, int]:
-        return self.image_size[0] // self.patch, self.image_size[1] // self.patch
-
-
-class WorldNet(nn.Module):
-    """Frozen tokenizer + trainable DiT; ``forward`` is the DiT (so DDP wraps the right thing)."""
-
-    def __init__(self, dit: DiT, tokenizer: nn.Module, frame_size: tuple[int, int],
-                 model_config: dict[str, Any], memory_modules: nn.ModuleDict | None = None):
-        super().__init__()
-        self.dit = dit
-        # learned memory parts by strategy name (HPMC's compressor), trained jointly with the DiT
-        self.memory_modules = memory_modules if memory_modules is not None else nn.ModuleDict()
-        self.tokenizer = tokenizer.eval()
-        for p in self.tokenizer.parameters():
-            p.requires_grad_(False)
-        self.frame_size = tuple(frame_size)
-        self.model_config = model_config  # export_config(): rebuilds this module
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, actions: dict[str, torch.Tensor],
-                memory: Any = None, ref_pose: torch.Tensor | None = None, **kw: Any):
-        """The DiT; with ``memory`` (a MemoryContext) its frames are first run at t = 0 and pinned as
-        context (memory/context.py), inside this one call so DDP sees a single forward."""
-        if memory is not None:
-            from infworld.memory.context import memory_past
-
-            kw["past"] = memory_past(self.dit, memory, ref_pose)
-        return self.dit(x, t, actions, **kw)
-
-    @property
-    def frames_per_latent(self) -> int:
-        """Video frames per latent frame of the tokenizer (4: the Wan VAE in video mode)."""
-        return int(getattr(self.tokenizer, "frames_per_latent", 1))
-
-    def no_weight_decay(self) -> set[str]:
-        """The per-block modulation offsets are biases in matrix form: no weight decay (trainer.py)."""
-        return {name for name, _ in self.named_parameters() if name.endswith(".modulation")}
-
-    def train(self, mode: bool = True) -> WorldNet:
-        super().train(mode)
-        self.tokenizer.eval()  # frozen: never in training mode (e.g. running latent statistics)
-        return self
-
-    @torch.no_grad()
-    def encode(self, frames: torch.Tensor, max_batch: int = 64) -> torch.Tensor:
-        """Frames (B, L, 3, H, W) uint8 or float in [-1, 1] -> latents (B, L, C, h, w); in video mode
-        (B, 1 + r k, ...) -> (B, 1 + k, ...), each row one video."""
-        if self.frames_per_latent > 1:
-            return self.tokenizer.encode(frames)
-        b, n = frames.shape[:2]
-        flat = frames.reshape(b * n, *frames.shape[2:])
-        z = torch.cat([self.tokenizer.encode(flat[i:i + max_batch]) for i in range(0, b * n, max_batch)])
-        return z.reshape(b, n, *z.shape[1:])
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, max_batch: int = 64) -> torch.Tensor:
-        """Latents (B, L, C, h, w) -> frames (B, L, 3, H, W) in [-1, 1]; in video mode (B, 1 + r (L - 1),
-        ...), each row one video."""
-        if self.frames_per_latent > 1:
-            return self.tokenizer.decode(latents.float())
-        b, n = latents.shape[:2]
-        flat = latents.reshape(b * n, *latents.shape[2:]).float()
-        x = torch.cat([self.tokenizer.decode(flat[i:i + max_batch]) for i in range(0, b * n, max_batch)])
-        return x.reshape(b, n, *x.shape[1:])
-
-
-def _export_meta_config(meta: Any, source: str) -> tuple[str, dict[str, Any]]:
-    """(task, model config) of a loaded export's config.json."""
-    if isinstance(meta, dict):
-        task = meta.get("task")
-        keys = ("model_config", "model", "config")
-        cfg = next((meta[k] for k in keys if isinstance(meta.get(k), dict)), None)
-        if isinstance(task, str) and cfg is not None:
-            return task, cfg
-    raise CheckpointError(f"tokenizer {source!r}: its config.json lacks 'task' and the model config")
-
-
-def load_tokenizer(spec: str, frame_size: tuple[int, int], temporal: bool = False
-                   ) -> tuple[nn.Module, dict[str, Any]]:
-    """The tokenizer named by ``spec`` and the JSON that rebuilds it without files (see build_tokenizer);
-    ``temporal``: the Wan VAE in video mode."""
-    if spec.startswith(PIXELS_PREFIX):
-        embed: dict[str, Any] = {"spec": spec}
-    elif spec.startswith(WAN_VAE_PREFIX):
-        from infworld.models.wan.vae import load_wan_tokenizer
-
-        return load_wan_tokenizer(spec, temporal)  # image mode (one latent per frame) unless temporal
-    else:
-        from infworld.train.export import load_model
-
-        module, meta = load_model(spec, map_location="cpu")
-        task, cfg = _export_meta_config(meta, spec)
-        if task != "tokenizer":
-            raise CheckpointError(f"tokenizer {spec!r}: is a {task!r} model, expected a 'tokenizer' export")
-        embed = {"spec": spec, "task": task, "model_config": cfg}
-        return module, embed
-    return build_tokenizer(embed, frame_size), embed
-
-
-def build_tokenizer(embed: dict[str, Any], frame_size: tuple[int, int]) -> nn.Module:
-    """Rebuild the (untrained) tokenizer from its embedded config; weights come with the world export."""
-    spec = str(embed.get("spec", ""))
-    if spec.startswith(PIXELS_PREFIX):
-        try:
-            patch = int(spec[len(PIXELS_PREFIX):])
-        except ValueError:
-            raise ConfigError(f"tokenizer {spec!r}: expected 'pixels:P' with an integer P") from None
-        return PixelTokenizer(patch, frame_size)
-    if spec.startswith(WAN_VAE_PREFIX):
-        from infworld.models.wan.vae import build_wan_tokenizer
-
-        return build_wan_tokenizer(embed)
-    if "task" not in embed or "model_config" not in embed:
-        raise CheckpointError(f"world config: tokenizer entry {embed!r} lacks 'task'/'model_config'")
-    _, task_cls = get_task(embed["task"])
-    return task_cls.build_inference_model(embed["model_config"])
 
 
 def _unwrap(model: nn.Module) -> WorldNet:
@@ -488,33 +355,8 @@ class WorldTask:
 
     @classmethod
     def build_inference_model(cls, model_config: dict[str, Any]) -> WorldNet:
-        backbone = model_config.get("backbone", "dit")
-        if backbone not in BACKBONES:
-            raise CheckpointError(f"world model config: unknown backbone {backbone!r}; expected one of "
-                                  f"{list(BACKBONES)}")
-        try:
-            if backbone == "wan":
-                dit_cfg = build_dataclass(WanConfig, model_config["wan"], "wan")
-            else:
-                dit_cfg = build_dataclass(DiTConfig, model_config["dit"], "dit")
-            frame_size = tuple(int(s) for s in model_config["frame_size"])
-            tokenizer = build_tokenizer(dict(model_config["tokenizer"]), frame_size)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"world model config is incomplete or corrupt ({exc!r})") from exc
-        modules = nn.ModuleDict()
-        for name in model_config.get("memory_modules") or []:
-            from infworld.memory.registry import memory_class
-
-            cls_ = memory_class(name)
-            if cls_ is None:
-                raise CheckpointError(f"world model config: unknown memory {name!r} in memory_modules")
-            module = cls_.build_module(dict(model_config.get("memory", {}).get(name, {})),
-                                       (dit_cfg.in_channels, *dit_cfg.latent_size))
-            if module is not None:
-                modules[name] = module
-        # the export holds every weight: Wan's are not read again from wan.weights
-        net = build_backbone(dit_cfg, load_weights=False) if backbone == "wan" else DiT(dit_cfg)
-        return WorldNet(net, tokenizer, frame_size, dict(model_config), modules)
+        """The untrained WorldNet of an export (:func:`infworld.models.worldnet.build_world_net`)."""
+        return build_world_net(model_config)
 
 
 register_task("world", WorldConfig, WorldTask)
