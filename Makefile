@@ -22,8 +22,14 @@ run: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# Without chromium the browser test of the play page is skipped: say so before and after the run.
+NO_CHROMIUM_MSG := "*** WARNING: chromium is not installed: tests/test_play_browser.py will be SKIPPED (apt-get install -y chromium, as .ci/run does) ***"
+HAVE_CHROMIUM = command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1
+
 test: setup lint
+	@$(HAVE_CHROMIUM) || echo $(NO_CHROMIUM_MSG) >&2
 	$(BIN)/pytest
+	@$(HAVE_CHROMIUM) || echo $(NO_CHROMIUM_MSG) >&2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Measure uncertainty-aware action labeling (infworld.data.actions) on ViZDoom, where truth is known.
 
-Drives ViZDoom directly (my_way_home, 160x120, frame skip 4) with sticky random commands over
+Drives ViZDoom directly (``--scenario``: my_way_home by default, or another bundled map such as
+``freedoom2:MAP01``; 160x120, frame skip 4) with sticky random commands over
 forward/back, strafe, turn and look, records the exact engine poses, adds Gaussian pose noise from
 none to heavy, relabels the noisy tracks and scores the labels against two truths:
 
@@ -10,7 +11,12 @@ none to heavy, relabels the noisy tracks and scores the labels against two truth
 * commanded: the keys that were held (also on "settled" steps only, where the axis command has not
   changed for ``--settle`` steps, so Doom's momentum has died out).
 
-Usage:  python benchmarks/labeling.py [--episodes N --steps S --out results.json]
+It also counts the "slow but real" move steps labelled still: a forward or strafe component whose
+noise-free displacement is ``--real-units`` (6) map units or more but below 0.9 of the axis'
+reference speed (momentum after a key release, sliding along a wall). The labeler must call those
+moving or uncertain, never still.
+
+Usage:  python benchmarks/labeling.py [--scenario NAME --episodes N --steps S --out results.json]
 See docs/actions.md for the method, the truth definitions and the measured table.
 """
 
@@ -42,11 +48,19 @@ NOISE_LEVELS = [(0.0, 0.0), (0.5, 0.25), (1.0, 0.5), (2.0, 1.0), (4.0, 2.0)]
 REALISTIC = (1.0, 0.5)
 
 
-def make_game(seed: int, timeout_tics: int):
+def make_game(seed: int, timeout_tics: int, scenario: str = "my_way_home"):
+    """``scenario``: a bundled scenario wad by name (my_way_home, deadly_corridor...), or
+    ``IWAD:MAP`` for a map of a bundled game (freedoom2:MAP01), played without monsters."""
     import vizdoom as vzd
 
     game = vzd.DoomGame()
-    game.set_doom_scenario_path(os.path.join(vzd.scenarios_path, "my_way_home.wad"))
+    if ":" in scenario:
+        iwad, level = scenario.split(":", 1)
+        game.set_doom_game_path(os.path.join(os.path.dirname(vzd.__file__), f"{iwad}.wad"))
+        game.set_doom_map(level.lower())
+        game.add_game_args("-nomonsters")  # a random walk is scored, not a fight
+    else:
+        game.set_doom_scenario_path(os.path.join(vzd.scenarios_path, f"{scenario}.wad"))
     game.set_screen_resolution(vzd.ScreenResolution.RES_160X120)
     game.set_window_visible(False)
     game.set_render_hud(False)
@@ -61,10 +75,11 @@ def make_game(seed: int, timeout_tics: int):
     return game
 
 
-def collect(episodes: int, steps: int, frame_skip: int, seed: int) -> list[dict[str, np.ndarray]]:
+def collect(episodes: int, steps: int, frame_skip: int, seed: int,
+            scenario: str = "my_way_home") -> list[dict[str, np.ndarray]]:
     """Clean pose tracks (T, 5) [x, y, z, yaw, pitch-up] and held commands (T-1, 4) per episode."""
     rng = np.random.default_rng(seed)
-    game = make_game(seed, timeout_tics=(steps + 2) * frame_skip + 20)
+    game = make_game(seed, timeout_tics=(steps + 2) * frame_skip + 20, scenario=scenario)
     out = []
     try:
         for _ in range(episodes):
@@ -193,6 +208,14 @@ def add_noise(data: list[dict[str, np.ndarray]], sp: float, sa: float, rng) -> l
     return out
 
 
+def slow_real_still(labels: list, slow: list[np.ndarray]) -> dict[str, Any]:
+    """How many clearly real, below-full-speed forward / right components were labelled still."""
+    n = int(sum(m.sum() for m in slow))
+    still = int(sum((~lab.uncertain[:, :2] & (lab.axes[:, :2] == 0) & m).sum()
+                    for lab, m in zip(labels, slow, strict=True)))
+    return {"steps": n, "still": still, "still_share": still / n if n else None}
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -203,7 +226,7 @@ def cpu_model() -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
-    data = collect(args.episodes, args.steps, args.frame_skip, args.seed)
+    data = collect(args.episodes, args.steps, args.frame_skip, args.seed, args.scenario)
     t_collect = time.perf_counter() - t0
     clean = [clean_motion(d["pose"]) for d in data]
     cmds = [d["cmd"] for d in data]
@@ -217,6 +240,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     phys = {f: physical(f) for f in sorted({args.phys_frac, 0.25, 0.5})}  # truth-boundary sensitivity
     settle_masks = [settled(c, args.settle) for c in cmds]
+    # clearly real but below full speed: (T-1, 2) forward / right masks per episode
+    slow = [(np.abs(m[:, :2]) >= args.real_units) & (np.abs(m[:, :2]) < 0.9 * ref[:2]) for m in clean]
     thr = LabelThresholds(still_frac=args.still_frac, move_frac=args.move_frac, z=args.z).validate()
     rng = np.random.default_rng(args.seed + 1)
     rows, t_label, n_label = [], 0.0, 0
@@ -238,7 +263,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "physical_tolerant": score_tolerant(labels, clean, ref),
                    "commanded": score(labels, cmds, None),
                    "commanded_settled": score(labels, cmds, settle_masks),
-                   "commanded_disagreement": causes(labels, cmds, clean, ref, settle_masks, args.phys_frac)}
+                   "commanded_disagreement": causes(labels, cmds, clean, ref, settle_masks, args.phys_frac),
+                   "slow_real": slow_real_still(labels, slow)}
             rows.append(row)
     sweep = []
     if args.sweep_z:
@@ -299,6 +325,8 @@ def axis_table(result: dict[str, Any], truth: str, mode: str = "estimated") -> s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenario", default="my_way_home",
+                    help="bundled scenario name, or IWAD:MAP (e.g. freedoom2:MAP01, played without monsters)")
     ap.add_argument("--episodes", type=int, default=16)
     ap.add_argument("--steps", type=int, default=500, help="actions per episode (frame skip 4 each)")
     ap.add_argument("--frame-skip", type=int, default=4)
@@ -306,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phys-frac", type=float, default=1.0 / 3.0,
                     help="physical truth: 'moving' from this fraction of the axis reference speed")
     ap.add_argument("--settle", type=int, default=6, help="steps an axis command must be unchanged")
+    ap.add_argument("--real-units", type=float, default=6.0,
+                    help="'slow but real' move steps: noise-free displacement from this many map units")
     defaults = LabelThresholds()
     ap.add_argument("--still-frac", type=float, default=defaults.still_frac)
     ap.add_argument("--move-frac", type=float, default=defaults.move_frac)
@@ -335,6 +365,13 @@ def main(argv: list[str] | None = None) -> int:
             d = r["commanded_disagreement"]
             print(f"  {r['pos_noise']:g} / {r['ang_noise']:g}: "
                   + "; ".join(f"{a} " + " ".join(f"{k}={v}" for k, v in d[a].items()) for a in AXES))
+    print(f"\nslow but real move components (>= {args.real_units:g} units, < 0.9 x reference speed) "
+          "labelled still:")
+    for mode in ("estimated", "given"):
+        cells = [f"{r['pos_noise']:g} / {r['ang_noise']:g}: {r['slow_real']['still']} of "
+                 f"{r['slow_real']['steps']} ({pct(r['slow_real']['still_share'])}%)"
+                 for r in result["rows"] if r["noise"] == mode]
+        print(f"  noise {mode}: " + "; ".join(cells))
     if result["z_sweep_at_realistic_noise"]:
         print(f"\nz sweep at noise {REALISTIC} vs physical truth:")
         for r in result["z_sweep_at_realistic_noise"]:

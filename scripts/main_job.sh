@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The main job: step inside the shipped world model (doom-tiny: tokenizer + memory-trained DiT +
-# its memory) in the browser. Open http://127.0.0.1:8000/ , click the picture, move with
-# W/A/S/D and the arrow keys. Ctrl-C stops the server.
+# The main job: step inside the shipped world model in the browser. It serves doom-tiny
+# (infworld/serve/defaults.py): the doom-tiny-world DiT (3.1M parameters, 64x64 my_way_home) on
+# the frozen doom-tiny-tokenizer, with VRAG retrieval memory (stored frames picked by
+# dead-reckoned pose, fed back as plain context).
+# The memory-trained alternative: infworld play --model doom-tiny-mem --memory hpmc.
+# Open http://127.0.0.1:8000/ , click the picture, move with W/A/S/D and the arrow keys.
+# Ctrl-C stops the server.
 #
 #   scripts/main_job.sh             the play page (binds 127.0.0.1 only)
 #   scripts/main_job.sh --headless  no browser: a 1000-frame scripted walk that comes back to its

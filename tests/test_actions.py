@@ -154,6 +154,27 @@ def test_uncertain_band_catches_in_between_speeds():
     assert lab_n.uncertain.sum() > 10 and lab_n.confidence[lab_n.uncertain].max() < 0.8414
 
 
+def test_real_motion_below_full_speed_is_never_labelled_still():
+    """Momentum after a key release or sliding along a wall: a step that moved clearly (from 6 map
+    units, a fifth of the top speed) but below full speed is moving or uncertain, never still."""
+    cmds = sticky_commands(600, seed=6)
+    pos, yaw, pitch = integrate(cmds)
+    scale = np.ones(len(cmds))
+    fracs = np.linspace(0.2, 0.95, 16)  # 6 .. 28.5 units at STEP = 30
+    scale[::5] = np.resize(fracs, len(scale[::5]))
+    d = np.diff(pos, axis=0) * scale[:, None]
+    pos = np.concatenate([pos[:1], pos[0] + np.cumsum(d, axis=0)])
+    lab = label_from_poses(pos, yaw, pitch)
+    assert lab.speeds.move == pytest.approx(STEP)  # the slow steps do not drag the typical speed
+    motion = np.abs(camera_motion(pos, yaw, pitch)[:, :2])  # (T-1, 2) noise-free forward / right
+    real = (motion >= 6.0 - 1e-6) & (motion < 0.96 * STEP)
+    assert real.sum() > 50
+    called_still = (lab.axes[:, :2] == 0) & ~lab.uncertain[:, :2]
+    assert not np.any(called_still & real)
+    assert np.all(lab.move[real.any(axis=1)] != encode_move(0, 0))
+    assert np.all(lab.axes[:, :2][motion < 1e-6] == 0)  # truly still components stay still
+
+
 @pytest.mark.parametrize("pos_std,ang_std", [(0.5, 0.25), (1.5, 0.7), (4.0, 2.0)])
 def test_estimated_noise_is_close_to_the_true_noise(pos_std, ang_std):
     track = noisy(integrate(sticky_commands(800, seed=6)), pos_std, ang_std, seed=7)
@@ -219,8 +240,11 @@ def test_known_speed_and_noise_are_used_as_given():
     lab = label_from_poses(*track, noise_std=PoseNoise(0.0, 0.0),
                            thresholds=LabelThresholds(move_speed=100.0))
     assert lab.noise == PoseNoise(0.0, 0.0) and lab.speeds.move == 100.0
-    # With a typical speed of 100, a 30-unit step is below the still threshold: no move is labelled.
-    assert set(lab.move.tolist()) <= {encode_move(0, 0)}
+    # With a typical speed of 100, a 30-unit step is under the moving threshold and over the still
+    # one: no step is labelled moving, and every step that moved is uncertain, not still.
+    assert set(lab.move.tolist()) <= {encode_move(0, 0), UNCERTAIN}
+    moved = np.abs(cmds[:, :2]).sum(axis=1) > 0
+    assert moved.any() and np.all(lab.move[moved] == UNCERTAIN) and np.all(lab.move[~moved] == 4)
 
 
 # ---------------------------------------------------------------------------------------------

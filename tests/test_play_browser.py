@@ -97,3 +97,34 @@ def test_page_plays_with_the_keyboard_and_downloads_mp4(server, tmp_path):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_a_tab_over_the_cap_shows_the_busy_message(server):
+    """With every session taken (the server allows 2), the next tab says so in words, not a close code;
+    no request 404s (the favicon included) and the readout wraps between words only."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            missing = []
+            pages = []
+            for _ in range(3):
+                page = browser.new_page()
+                page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+                page.goto(server)
+                pages.append(page)
+            for page in pages[:2]:
+                page.wait_for_function("document.getElementById('frame').textContent !== '-'", timeout=20_000)
+            third = pages[2]
+            third.wait_for_function("document.getElementById('status').classList.contains('error')",
+                                    timeout=20_000)
+            busy = "all 2 play sessions are in use"
+            assert busy in third.locator("#status").inner_text()
+            assert busy in third.locator("#model").inner_text()  # not "connecting..."
+            assert "1013" not in third.locator("#status").inner_text()
+            assert pages[0].evaluate(
+                "getComputedStyle(document.getElementById('action')).wordBreak") != "break-all"
+            pages[0].wait_for_timeout(300)
+            assert not missing, missing
+        finally:
+            browser.close()

@@ -23,6 +23,7 @@ from infworld.serve.starts import Starts, starts_from_dataset
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 
 def build_play_model(base):
@@ -182,6 +183,10 @@ def test_session_cap_and_idle_timeout(play):
             with client.websocket_connect("/ws") as c:
                 busy = c.receive_json()
                 assert busy["type"] == "error" and busy["code"] == "busy"
+                assert busy["message"] == "all 2 play sessions are in use; try later"
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    c.receive_json()
+                assert closed.value.code == 1013 and closed.value.reason == busy["message"]
             assert act(a)["type"] == "frame"
         with client.websocket_connect("/ws") as d:  # room again once the others left
             opened(d)
@@ -189,6 +194,24 @@ def test_session_cap_and_idle_timeout(play):
     with TestClient(app_for(play, idle_timeout_s=0.3)) as client, client.websocket_connect("/ws") as ws:
         opened(ws)
         assert ws.receive_json()["code"] == "idle"
+
+
+def test_info_reports_the_action_ids_the_server_accepts(play):
+    """/info and hello name the ids a client may send; the largest of each is accepted, one more is not."""
+    with TestClient(app_for(play)) as client:
+        info = client.get("/info").json()
+        assert info["actions"] == {"move": 9, "view": 9, "interact": 2}  # move/view 0..8, interact none/use
+        assert info["model_actions"]["move"] == 10  # the model also knows 9 = uncertain, a label only
+        assert client.get("/favicon.ico").status_code < 400
+        assert 'rel="icon"' in client.get("/").text
+        with client.websocket_connect("/ws") as ws:
+            hello, _ = opened(ws)
+            assert hello["actions"] == info["actions"]
+            top = {k: n - 1 for k, n in info["actions"].items()}
+            assert act(ws, top["move"], top["view"], top["interact"])["type"] == "frame"
+            for field in top:
+                ids = {**top, field: top[field] + 1}
+                assert act(ws, ids["move"], ids["view"], ids["interact"])["code"] == "bad_request"
 
 
 def test_page_and_chunked_actions(play):

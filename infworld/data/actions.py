@@ -9,7 +9,7 @@ right, turn right, pitch up: :func:`camera_motion`). Each axis with measured mot
 std ``s`` (from the pose noise, estimated when not given) in a group with typical moving speed
 ``S`` (move, turn or pitch, estimated robustly from the data) is labelled::
 
-    still      if |c| <= still_frac * S - z * s
+    still      if |c| <= still_frac * S - z * s      (view_still_frac for turn and pitch)
     sign(c)    if |c| >= move_frac  * S + z * s
     uncertain  otherwise
 
@@ -53,9 +53,14 @@ AXES = ("forward", "right", "yaw", "pitch")
 class LabelThresholds:
     """Decision thresholds, as fractions of the typical moving speed plus a noise margin.
 
-    still_frac, move_frac: the still / moving boundary is at half the typical moving speed; motion
-        below still_frac x S counts as "none" (creep, coasting, wall sliding), above move_frac x S
-        as moving, and the narrow band in between is uncertain even without noise.
+    still_frac, move_frac: for forward / right, "none" only below still_frac x S (clearly still:
+        creep within a few map units), moving above move_frac x S (about half the typical speed);
+        the wide band in between (coasting after a key release, sliding along a wall) is uncertain
+        even without noise, so a step with clearly real motion below full speed is never labelled
+        still. still_frac x S stays below 6 map units for any typical speed up to ViZDoom's top
+        walking speed (~31).
+    view_still_frac: the same for turn and pitch, whose speed has no momentum tail (a turn key
+        turns at full speed or half speed on its first tics, not in between): a narrow band.
     z: noise margin, in standard deviations of the measured motion, added on both sides of the band
         so that a label is given only when it is on its side with probability ~Phi(z) or more.
         Defaults were chosen on ViZDoom data of another seed than the reported one (docs/actions.md).
@@ -69,7 +74,8 @@ class LabelThresholds:
         degrees); None = estimate from the data.
     """
 
-    still_frac: float = 0.47
+    still_frac: float = 0.18
+    view_still_frac: float = 0.47
     move_frac: float = 0.53
     z: float = 1.0
     detect_sigmas: float = 3.0
@@ -87,10 +93,10 @@ class LabelThresholds:
                                               and (v > 0 if speed else v >= 0))):
                 raise ConfigError(f"LabelThresholds.{f.name}: expected a finite number "
                                   f"{'> 0 or None' if speed else '>= 0'}, got {v!r}")
-        if not (0 < self.still_frac < self.move_frac and 0 < self.ref_quantile <= 1
-                and 0 < self.core_frac <= 1 and self.min_motion_share < 1):
-            raise ConfigError(f"LabelThresholds: need 0 < still_frac < move_frac, ref_quantile and "
-                              f"core_frac in (0, 1] and min_motion_share < 1, got {self}")
+        if not (0 < self.still_frac < self.move_frac and 0 < self.view_still_frac < self.move_frac
+                and 0 < self.ref_quantile <= 1 and 0 < self.core_frac <= 1 and self.min_motion_share < 1):
+            raise ConfigError(f"LabelThresholds: need 0 < still_frac and view_still_frac < move_frac, "
+                              f"ref_quantile and core_frac in (0, 1] and min_motion_share < 1, got {self}")
         return self
 
 
@@ -198,7 +204,7 @@ def label_motion(motion: np.ndarray, std: np.ndarray, speeds: TypicalSpeeds, noi
             b_lo[:, i] = (thr.detect_sigmas + thr.z) * std[:, i]
             b_hi[:, i] = np.inf
         else:
-            b_lo[:, i] = thr.still_frac * s
+            b_lo[:, i] = (thr.still_frac if i < 2 else thr.view_still_frac) * s
             b_hi[:, i] = thr.move_frac * s
     still = mag <= b_lo - thr.z * std
     moving = mag >= b_hi + thr.z * std

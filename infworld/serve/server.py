@@ -23,7 +23,8 @@ server -> client
 ``GET /download.mp4?session=ID`` returns the session's frames (the last ``max_log_frames`` since the
 last reset) as MP4. The session id is a random token only its own tab learns (in "hello").
 
-Sessions are capped (``max_sessions``, more get a "busy" error and close code 1013) and a session
+Sessions are capped (``max_sessions``, more get a "busy" error, then close code 1013 with the same
+message as its reason; the page shows that message) and a session
 idle for ``idle_timeout_s`` is closed. Generation runs in a worker thread under one lock: on a
 2-core CPU, one engine step at a time with all cores is faster than several competing ones, and
 the event loop stays free to answer pings, errors and downloads meanwhile.
@@ -248,9 +249,9 @@ class PlayServer:
         cfg = self.config
         session = self.sessions.add(lambda: Session(self.factory, self.starts, cfg.session))
         if session is None:
-            await ws.send_text(json.dumps({"type": "error", "code": "busy", "message":
-                                           f"all {cfg.max_sessions} play sessions are in use; try later"}))
-            await ws.close(code=CLOSE_TRY_AGAIN)
+            busy = f"all {cfg.max_sessions} play sessions are in use; try later"
+            await ws.send_text(json.dumps({"type": "error", "code": "busy", "message": busy}))
+            await ws.close(code=CLOSE_TRY_AGAIN, reason=busy)  # and as the reason
             return
         try:
             await ws.send_text(json.dumps(self.hello(session)))
@@ -308,6 +309,7 @@ def create_app(model: str | EngineFactory, memory: str = "window", *, starts: St
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def info(request):
+        # "actions": ids a client may send per field (0..n-1); "model_actions": the model's label tables
         return JSONResponse({**factory.describe(), "starts": list(starts.names),
                              "sessions": len(server.sessions), "max_sessions": server.config.max_sessions})
 
@@ -323,8 +325,12 @@ def create_app(model: str | EngineFactory, memory: str = "window", *, starts: St
         return Response(data, media_type="video/mp4",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
+    async def favicon(request):  # the page carries an inline icon; this answers browsers that ask anyway
+        return Response(status_code=204)
+
     app = Starlette(routes=[
         Route("/", index),
+        Route("/favicon.ico", favicon),
         Route("/info", info),
         Route("/download.mp4", download),
         WebSocketRoute("/ws", server.websocket),

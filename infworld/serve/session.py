@@ -112,6 +112,14 @@ class EngineFactory:
         return dict(self.template.dit.cfg.actions.sizes())
 
     @property
+    def accepted_actions(self) -> dict[str, int]:
+        """How many ids a player may send per field (ids 0..n-1): move and view stop at 8 even when the
+        model's tables also hold 9 = "uncertain", a training label no key produces (docs/actions.md)."""
+        sizes = self.action_sizes
+        return {"move": min(NUM_TRISTATE, sizes["move"]), "view": min(NUM_TRISTATE, sizes["view"]),
+                "interact": sizes["interact"]}
+
+    @property
     def chunk(self) -> int:
         return int(self.template.config.chunk)
 
@@ -122,7 +130,9 @@ class EngineFactory:
         return {"model": self.model_name, "memory": w.memory.name, "budget": int(w.memory.budget),
                 "window": int(w.window), "frame_size": list(self.frame_size), "chunk": self.chunk,
                 "sampler": {"name": s.name, "steps": s.steps, "shift": s.shift, "cfg_scale": s.cfg_scale},
-                "actions": self.action_sizes}
+                # ids a client may send (0..n-1) and the model's label vocabulary, which may add
+                # "uncertain" (9) to move / view: a training label, refused from players
+                "actions": self.accepted_actions, "model_actions": self.action_sizes}
 
 
 def memory_fill(world: WorldModel) -> tuple[int, int]:
@@ -221,10 +231,10 @@ class Session:
         if not 1 <= n <= self.factory.chunk or len(views) != n or len(interacts) != n:
             raise DataError(f"expected 1..{self.factory.chunk} actions with as many moves, views and "
                             f"interacts, got {len(moves)}, {len(views)}, {len(interacts)}", field="actions")
-        sizes = self.factory.action_sizes
-        m = [_check_id("move", a, min(NUM_TRISTATE, sizes["move"]) - 1) for a in moves]
-        v = [_check_id("view", a, min(NUM_TRISTATE, sizes["view"]) - 1) for a in views]
-        i = [_check_id("interact", a, sizes["interact"] - 1) for a in interacts]
+        ok = self.factory.accepted_actions
+        m = [_check_id("move", a, ok["move"] - 1) for a in moves]
+        v = [_check_id("view", a, ok["view"] - 1) for a in views]
+        i = [_check_id("interact", a, ok["interact"] - 1) for a in interacts]
         if self.engine.batch == 0:
             self.reset()
         acts = {"move": np.array([m]), "view": np.array([v]), "interact": np.array([i])}  # (1, n) each

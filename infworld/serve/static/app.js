@@ -17,7 +17,7 @@ const KEYS = {  // event.code -> [axis, value]
 };
 
 const st = {
-  ws: null, hello: null, inflight: false, pending: "", sentAt: 0, held: new Set(), tapped: new Set(),
+  ws: null, hello: null, lastError: "", inflight: false, pending: "", sentAt: 0, held: new Set(), tapped: new Set(),
   fps: 0, rtt: 0, frameCount: 0, window: 16,
 };
 
@@ -35,7 +35,11 @@ function connect() {
   ws.onopen = () => setStatus("connected");
   ws.onclose = (ev) => {
     st.inflight = false;
-    if (st.ws === ws) setStatus(`disconnected (${ev.code}${ev.reason ? ": " + ev.reason : ""}); reload to play again`, true);
+    if (st.ws !== ws) return;
+    // The server says why before it closes ("busy": every session is taken, "idle"): keep its words.
+    const why = st.lastError || ev.reason;
+    if (!st.hello) $("model").textContent = why || "could not connect";
+    setStatus(why ? `${why} (reload to try again)` : `disconnected (${ev.code}); reload to play again`, true);
   };
   ws.onerror = () => setStatus("connection error", true);
   ws.onmessage = (ev) => {
@@ -187,6 +191,7 @@ function onFrame(msg) {
 
 function onError(msg) {
   st.inflight = false;
+  if (msg.code === "busy" || msg.code === "idle") st.lastError = msg.message;  // the server closes next
   setStatus(`error (${msg.code}): ${msg.message}`, true);
 }
 
