@@ -55,8 +55,9 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return apply_rotary(x.float(), cos, sin).type_as(x)
 
 
-class WanSelfAttention(nn.Module):
-    """Multi-head self-attention over [cached past frames, current frames]."""
+class _WanAttentionWeights(nn.Module):
+    """The projections every Wan attention has (q, k, v, o and RMS norms on q and k over the full
+    width), named as in the checkpoints."""
 
     def __init__(self, cfg: WanConfig):
         super().__init__()
@@ -65,6 +66,10 @@ class WanSelfAttention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
         self.norm_q = WanRMSNorm(d, cfg.eps)
         self.norm_k = WanRMSNorm(d, cfg.eps)
+
+
+class WanSelfAttention(_WanAttentionWeights):
+    """Multi-head self-attention over [cached past frames, current frames]."""
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 past_k: torch.Tensor | None, past_v: torch.Tensor | None):
@@ -86,16 +91,8 @@ class WanSelfAttention(nn.Module):
         return self.o(o.transpose(1, 2).reshape(b, t, -1)), new_k, new_v
 
 
-class WanCrossAttention(nn.Module):
+class WanCrossAttention(_WanAttentionWeights):
     """Attention from the video tokens to the (embedded) text context; no positions, no mask."""
-
-    def __init__(self, cfg: WanConfig):
-        super().__init__()
-        d = cfg.dim
-        self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.norm_q = WanRMSNorm(d, cfg.eps)
-        self.norm_k = WanRMSNorm(d, cfg.eps)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D), context: (B or 1, L, D) -> (B, T, D)."""
