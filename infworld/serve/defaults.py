@@ -2,10 +2,10 @@
 
 ``doom-tiny`` is the name people and agents use (``infworld.make_env("doom-tiny")``, ``infworld play``);
 it points at the exported model under ``checkpoints/`` and the memory strategy the benchmark found
-best with it: ``doom-tiny-world`` with ``vrag`` retrieval (stored frames as plain context; 17.8 dB
-revisit PSNR against 16.1 for the window and 18.3 for the full-history oracle on doom-v1, see
-benchmarks/results/bench/ and docs/memory.md, "Measured"). The memory-trained ``doom-tiny-mem`` (with HPMC) is
-the alternative: ``infworld play --model doom-tiny-mem --memory hpmc``.
+best with it: ``doom-tiny-world`` (v2) with ``vrag`` retrieval (stored frames as plain context;
+16.9 dB revisit PSNR against 15.8 for the window and 17.0 for the full-history oracle on doom-v1,
+see benchmarks/results/bench/doom-tiny-world/). The memory-trained ``doom-tiny-mem`` (v1 backbone,
+with HPMC) is the alternative: ``infworld play --model doom-tiny-mem --memory hpmc``.
 """
 
 from __future__ import annotations
