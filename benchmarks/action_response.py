@@ -37,7 +37,6 @@ def run(args: argparse.Namespace) -> int:
     from infworld.bench.action_response_real import RealConfig, collect_real
     from infworld.data.episode import atomic_write_json
 
-    ar.check_settings(args.starts, args.frames, args.context)
     cfgs = ar.parse_sweep(args.cfg_scale, "--cfg-scale")
     noises = ar.parse_sweep(args.context_noise, "--context-noise")
     if args.threads < 1:

@@ -53,14 +53,16 @@ def make_game(seed: int, timeout_tics: int, scenario: str = "my_way_home"):
     ``IWAD:MAP`` for a map of a bundled game (freedoom2:MAP01), played without monsters."""
     import vizdoom as vzd
 
+    from infworld.envs.vizdoom import parse_scenario
+
+    name, level = parse_scenario(scenario)  # EnvError naming the scenario or map on a typo
     game = vzd.DoomGame()
-    if ":" in scenario:
-        iwad, level = scenario.split(":", 1)
-        game.set_doom_game_path(os.path.join(os.path.dirname(vzd.__file__), f"{iwad}.wad"))
+    if level is not None:
+        game.set_doom_game_path(os.path.join(os.path.dirname(vzd.__file__), f"{name}.wad"))
         game.set_doom_map(level.lower())
         game.add_game_args("-nomonsters")  # a random walk is scored, not a fight
     else:
-        game.set_doom_scenario_path(os.path.join(vzd.scenarios_path, f"{scenario}.wad"))
+        game.set_doom_scenario_path(os.path.join(vzd.scenarios_path, f"{name}.wad"))
     game.set_screen_resolution(vzd.ScreenResolution.RES_160X120)
     game.set_window_visible(False)
     game.set_render_hud(False)

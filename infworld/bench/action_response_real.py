@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from infworld.bench.action_response import ACTIONS, ResponseData
+from infworld.bench.action_response import ACTIONS, ResponseData, check_settings
 from infworld.data.action_schema import decode_pair
 from infworld.data.episode import atomic_write_bytes
 from infworld.envs.base import Command, Env
@@ -54,9 +54,7 @@ class RealConfig:
     max_candidates: int = 0  # start indices to try before giving up; 0 = 4 * starts + 8
 
     def validate(self) -> None:
-        for name in ("starts", "frames", "context"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"action response: {name} must be >= 1, got {getattr(self, name)}")
+        check_settings(self.starts, self.frames, self.context)
         lo, hi = (int(x) for x in self.warmup)
         if not self.context <= lo <= hi:
             raise ConfigError(f"action response: warmup {tuple(self.warmup)} must satisfy context "

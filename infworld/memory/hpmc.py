@@ -117,14 +117,12 @@ class HPMCConfig(MemoryConfig):
     def check(self, strategy: str = "") -> None:
         n = strategy or self.strategy
         check_int(n, "budget", self.budget, 1)
-        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 2:
-            raise MemoryConfigError(f"memory {n!r}: factor must be an int >= 2 (latents per compression), "
-                                    f"got {self.factor!r}")
+        check_int(n, "factor", self.factor, 2)  # latents per compression
         if self.budget < self.factor:
             raise MemoryConfigError(f"memory {n!r}: budget {self.budget} must be >= factor {self.factor} "
                                     "(a compression needs that many slots)")
         super().check(strategy)
-        self.compressor(1).check(f"memory {n!r}")  # bad compressor sizes now, not at the first write
+        self.compressor(1).check(n)  # bad compressor sizes now, not at the first write
 
 
 class HPMCMemory(Memory):

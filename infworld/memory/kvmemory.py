@@ -38,7 +38,7 @@ from infworld.memory.base import (
     check_int,
     slot_positions,
 )
-from infworld.memory.deadreckon import POSE_MODES, PoseTracker
+from infworld.memory.deadreckon import PoseTracker, check_pose_mode
 from infworld.memory.geometry import farthest_point_sampling, frustum_overlap
 from infworld.memory.store import FrameStore
 from infworld.models.action import NULL_ACTION
@@ -173,9 +173,7 @@ class PosedConfig(MemoryConfig):
     def check(self, strategy: str = "") -> None:
         super().check(strategy)
         n = strategy or self.strategy
-        if self.poses not in POSE_MODES:
-            raise MemoryConfigError(f"memory {n!r}: poses must be one of {list(POSE_MODES)}, "
-                                    f"got {self.poses!r}")
+        check_pose_mode(self.poses, n)
         check_bool(n, "plain", self.plain)
         check_float(n, "pose_scale", self.pose_scale, 0.0, low_open=True)
         check_float(n, "angle_weight", self.angle_weight, 0.0)

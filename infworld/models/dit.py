@@ -128,6 +128,57 @@ def frame_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None = No
     return allowed
 
 
+def key_positions(pos: torch.Tensor, past: PastKV | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Frame positions (Fk,) of the keys [past frames, current frames] and which are pinned (None
+    when nothing is cached); ``pos`` (F,) are the current frames' positions."""
+    if past is None:
+        return pos, None
+    dev = pos.device
+    k_pos = torch.cat([past.positions.to(dev).float(), pos])
+    k_pin = torch.cat([past.pinned.to(dev), torch.zeros(pos.shape[0], dtype=torch.bool, device=dev)])
+    return k_pos, k_pin
+
+
+def key_validity(b: int, f: int, past: PastKV | None, key_valid: torch.Tensor | None,
+                 dev: torch.device) -> torch.Tensor | None:
+    """(B, P + F) key validity over [past, current] frames, or None when every key is valid."""
+    pv = past.valid if past is not None else None
+    if pv is None and key_valid is None:
+        return None
+    p = past.num_frames if past is not None else 0
+    ones = torch.ones(b, p + f, dtype=torch.bool, device=dev)
+    parts = [pv.to(dev) if pv is not None else ones[:, :p],
+             key_valid.to(dev) if key_valid is not None else ones[:, p:]]
+    return torch.cat(parts, dim=1)
+
+
+def token_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, k_pinned: torch.Tensor | None, window: int | None,
+               kv_valid: torch.Tensor | None, n: int, causal: bool = True) -> torch.Tensor | None:
+    """Boolean attention mask over tokens (True = may attend), or None when everything is visible.
+
+    q_pos: (F,) and k_pos: (Fk,) frame positions (the last F keys are the queries' own frames);
+    kv_valid: (B, Fk) or None; n tokens per frame. ``causal=False``: frames also see later frames
+    (|q - k| < window), as Wan itself (a bidirectional teacher). Returns (F*N, Fk*N) or, with
+    kv_valid, (B, 1, F*N, Fk*N).
+    """
+    f, fk = q_pos.shape[0], k_pos.shape[0]
+    if causal:
+        fmask = frame_mask(q_pos, k_pos, window, k_pinned)  # (F, Fk)
+    else:
+        diff = (q_pos[:, None] - k_pos[None, :]).abs()
+        fmask = diff < window if window is not None else torch.ones_like(diff, dtype=torch.bool)
+        fmask = fmask | k_pinned[None, :] if k_pinned is not None else fmask
+    if kv_valid is not None:
+        own = torch.zeros(f, fk, dtype=torch.bool, device=fmask.device)
+        own[torch.arange(f), torch.arange(fk - f, fk)] = True  # a frame always sees itself (no empty rows)
+        b = kv_valid.shape[0]
+        bmask = fmask[None] & (kv_valid[:, None, :] | own[None])  # (B, F, Fk)
+        return bmask[:, None, :, None, :, None].expand(b, 1, f, n, fk, n).reshape(b, 1, f * n, fk * n)
+    if bool(fmask.all()):
+        return None
+    return fmask[:, None, :, None].expand(f, n, fk, n).reshape(f * n, fk * n)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding (Vaswani et al. 2017) of noise levels t in [0, 1], scaled to 0..1000 as in
     Wan2.1: (...,) -> (..., dim)."""
@@ -262,19 +313,6 @@ class DiT(nn.Module):
         x = x.reshape(b, f, gh, gw, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, F, C, gh, p, gw, p)
         return x.reshape(b, f, c, gh * p, gw * p)
 
-    @staticmethod
-    def _key_validity(b: int, f: int, past: PastKV | None, key_valid: torch.Tensor | None,
-                      dev: torch.device) -> torch.Tensor | None:
-        """(B, P + F) key validity over [past, current] frames, or None when every key is valid."""
-        pv = past.valid if past is not None else None
-        if pv is None and key_valid is None:
-            return None
-        p = past.num_frames if past is not None else 0
-        ones = torch.ones(b, p + f, dtype=torch.bool, device=dev)
-        parts = [pv.to(dev) if pv is not None else ones[:, :p],
-                 key_valid.to(dev) if key_valid is not None else ones[:, p:]]
-        return torch.cat(parts, dim=1)
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, actions: Mapping[str, torch.Tensor],
                 positions: torch.Tensor | None = None, kinds: torch.Tensor | None = None,
                 past: PastKV | None = None, window: int | None = None, return_kv: bool = False,
@@ -323,23 +361,9 @@ class DiT(nn.Module):
 
         # Rotary tables and the token mask over [past frames, current frames].
         n = cfg.tokens_per_frame
-        if past is not None:
-            k_pos = torch.cat([past.positions.to(dev).float(), pos])
-            k_pin = torch.cat([past.pinned.to(dev), torch.zeros(f, dtype=torch.bool, device=dev)])
-        else:
-            k_pos, k_pin = pos, None
+        k_pos, k_pin = key_positions(pos, past)
         cos, sin = self.rope.cos_sin(k_pos, cfg.grid)  # (Fk*N, hd/2)
-        fmask = frame_mask(pos, k_pos, window, k_pin)  # (F, Fk)
-        fk = k_pos.shape[0]
-        mask = None
-        kv_valid = self._key_validity(b, f, past, key_valid, dev)  # (B, Fk) or None
-        if kv_valid is not None:
-            own = torch.zeros(f, fk, dtype=torch.bool, device=dev)
-            own[torch.arange(f), torch.arange(fk - f, fk)] = True  # a frame always sees itself (no NaN rows)
-            bmask = fmask[None] & (kv_valid[:, None, :] | own[None])  # (B, F, Fk)
-            mask = bmask[:, None, :, None, :, None].expand(b, 1, f, n, fk, n).reshape(b, 1, f * n, fk * n)
-        elif not bool(fmask.all()):
-            mask = fmask[:, None, :, None].expand(f, n, fk, n).reshape(f * n, fk * n)
+        mask = token_mask(pos, k_pos, k_pin, window, key_validity(b, f, past, key_valid, dev), n)
 
         tokens = self.patch_embed(self.patchify(x))  # (B, F, N, D)
         feat = None

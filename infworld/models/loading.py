@@ -38,12 +38,17 @@ CONFIG = "config.json"
 MODELS_ENV = "INFWORLD_MODELS"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def models_dirs() -> list[Path]:

@@ -24,6 +24,7 @@ from infworld.models.dit import DiT, DiTConfig
 from infworld.models.tokenizers import build_tokenizer
 from infworld.models.wan.config import WanConfig
 from infworld.models.wan.transformer import build_backbone
+from infworld.video_frames import frames_per_latent
 
 BACKBONES = ("dit", "wan")
 
@@ -56,7 +57,7 @@ class WorldNet(nn.Module):
     @property
     def frames_per_latent(self) -> int:
         """Video frames per latent frame of the tokenizer (4: the Wan VAE in video mode)."""
-        return int(getattr(self.tokenizer, "frames_per_latent", 1))
+        return frames_per_latent(self.tokenizer)
 
     def no_weight_decay(self) -> set[str]:
         """The per-block modulation offsets are biases in matrix form: no weight decay (trainer.py)."""

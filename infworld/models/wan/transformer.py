@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from infworld.errors import ConfigError
-from infworld.models.dit import frame_mask, timestep_embedding
+from infworld.models.dit import key_positions, key_validity, timestep_embedding, token_mask
 from infworld.models.kvcache import PastKV
 from infworld.models.rope import Rope3D
 from infworld.models.wan.adapters import ActionAdapter, null_text_context
@@ -49,32 +49,6 @@ from infworld.models.wan.layers import WanBlock, WanHead
 # Parameters that Wan checkpoints never contain: the world-model additions (weights.py reports them
 # as "new", not "missing").
 ADAPTER_PREFIXES = ("action_adapter.", "kind_embed.", "pose_embed.", "text_context")
-
-
-def token_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, k_pinned: torch.Tensor | None, window: int | None,
-               kv_valid: torch.Tensor | None, n: int, causal: bool = True) -> torch.Tensor | None:
-    """Boolean attention mask over tokens (True = may attend), or None when everything is visible.
-
-    q_pos: (F,) and k_pos: (Fk,) frame positions (the last F keys are the queries' own frames);
-    kv_valid: (B, Fk) or None. ``causal=False``: frames also see later frames (|q - k| < window),
-    as Wan itself (a bidirectional teacher). Returns (F*N, Fk*N) or, with kv_valid, (B, 1, F*N, Fk*N).
-    """
-    f, fk = q_pos.shape[0], k_pos.shape[0]
-    if causal:
-        fmask = frame_mask(q_pos, k_pos, window, k_pinned)  # (F, Fk)
-    else:
-        diff = (q_pos[:, None] - k_pos[None, :]).abs()
-        fmask = diff < window if window is not None else torch.ones_like(diff, dtype=torch.bool)
-        fmask = fmask | k_pinned[None, :] if k_pinned is not None else fmask
-    if kv_valid is not None:
-        own = torch.zeros(f, fk, dtype=torch.bool, device=fmask.device)
-        own[torch.arange(f), torch.arange(fk - f, fk)] = True  # a frame always sees itself (no empty rows)
-        b = kv_valid.shape[0]
-        bmask = fmask[None] & (kv_valid[:, None, :] | own[None])  # (B, F, Fk)
-        return bmask[:, None, :, None, :, None].expand(b, 1, f, n, fk, n).reshape(b, 1, f * n, fk * n)
-    if bool(fmask.all()):
-        return None
-    return fmask[:, None, :, None].expand(f, n, fk, n).reshape(f * n, fk * n)
 
 
 class WanDiT(nn.Module):
@@ -194,20 +168,9 @@ class WanDiT(nn.Module):
         ctx = self.text(context, dtype)
 
         # Rotary tables and the token mask over [past frames, current frames].
-        if past is not None:
-            k_pos = torch.cat([past.positions.to(dev).float(), pos])
-            k_pin = torch.cat([past.pinned.to(dev), torch.zeros(f, dtype=torch.bool, device=dev)])
-            p = past.num_frames
-        else:
-            k_pos, k_pin, p = pos, None, 0
+        k_pos, k_pin = key_positions(pos, past)
         cos, sin = self.rope.cos_sin(k_pos, cfg.grid)  # (Fk*N, hd/2)
-        kv_valid = None
-        if (past is not None and past.valid is not None) or key_valid is not None:
-            ones = torch.ones(b, p + f, dtype=torch.bool, device=dev)
-            pv = past.valid if past is not None else None
-            kv_valid = torch.cat([pv.to(dev) if pv is not None else ones[:, :p],
-                                  key_valid.to(dev) if key_valid is not None else ones[:, p:]], dim=1)
-        mask = token_mask(pos, k_pos, k_pin, window, kv_valid, n, causal)
+        mask = token_mask(pos, k_pos, k_pin, window, key_validity(b, f, past, key_valid, dev), n, causal)
 
         new_kv = []
         for i, blk in enumerate(self.blocks):

@@ -67,6 +67,7 @@ from infworld.train.tasks.memory_train import (
     strategy_settings,
     training_context,
 )
+from infworld.video_frames import frames_per_latent
 
 ACTION_KEYS = ("move", "view", "interact")
 
@@ -130,7 +131,7 @@ class WorldTask:
         self.frame_size = tuple(self.meta.size)
         temporal = config.backbone == "wan" and config.wan.frames_per_latent > 1
         self.tokenizer, self.tokenizer_embed = load_tokenizer(config.tokenizer, self.frame_size, temporal)
-        self.r = int(getattr(self.tokenizer, "frames_per_latent", 1))  # video frames per latent frame
+        self.r = frames_per_latent(self.tokenizer)  # video frames per latent frame
         self.clip_latents = self._clip_latents(data)
         self.dit_config = self._resolve_dit(config, self.clip_latents)
         window = config.window or self.dit_config.max_frames
