@@ -40,7 +40,7 @@ from infworld.data.action_schema import check_action_ids
 from infworld.diffusion.samplers import SamplerConfig, sample
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
 from infworld.memory.base import Memory, MemoryContext
-from infworld.memory.context import memory_past
+from infworld.memory.context import MemoryLayout, memory_past
 from infworld.memory.registry import make_memory
 from infworld.models.action import NULL_ACTION, null_like
 from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
@@ -95,6 +95,7 @@ class WorldModel:
             raise MemoryConfigError(f"memory {self.memory.name!r}: returns up to {self.memory.max_context()} "
                                     f"context frames, but the model was trained with {slots} memory slots "
                                     "(model_config.memory_slots); lower its budget")
+        self.memory_layout = MemoryLayout.of(getattr(net, "model_config", None))
         modules = getattr(net, "memory_modules", None)
         if modules is not None and self.memory.name in modules:
             self.memory.attach(modules[self.memory.name])
@@ -305,7 +306,8 @@ class WorldModel:
             # supplies its own estimate of the current camera
             own = self.memory.reference_pose()
             ref = own if own is not None else self._last_pose
-            past = memory_past(self.dit, ctx.to(self.device), ref, shift=float(self.index - base))
+            past = memory_past(self.dit, ctx.to(self.device), ref, shift=float(self.index - base),
+                               layout=self.memory_layout)
         self._prefix = (self.index, past)
         return past
 

@@ -85,8 +85,18 @@ def _label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from infworld.data.merge import merge_datasets
+
+    summary = merge_datasets(args.dirs, args.out, repeat=args.repeat, overwrite=args.overwrite)
+    parts = ", ".join(f"{p['source']} x{p['repeat']} -> episodes {p['first']}..{p['last']}"
+                      for p in summary["sources"])
+    print(f"merged {summary['episodes']} episodes into {summary['dataset']} ({parts})")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="validate, inspect, import and relabel datasets",
+    parser = subparsers.add_parser("data", help="validate, inspect, import, merge and relabel datasets",
                                    description="Tools for the episode format (docs/episode_format.md).")
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
@@ -124,6 +134,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--env", default=None, help="environment name stored in meta.json (default 'custom')")
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: the video's, or 30)")
     p.set_defaults(func=_import)
+
+    p = sub.add_parser("merge", help="merge datasets of one environment into a new dataset (hard links)",
+                       description="Episodes are hard-linked (copied across filesystems) and renumbered in "
+                                   "source order, so the last source's last episodes form the val split.")
+    p.add_argument("dirs", nargs="+", help="source dataset folders")
+    p.add_argument("--out", required=True, help="new dataset folder")
+    p.add_argument("--repeat", type=int, nargs="+", default=None,
+                   help="times each source is included (one int per source; default 1 each)")
+    p.add_argument("--overwrite", action="store_true", help="replace the episodes of an existing --out")
+    p.set_defaults(func=_merge)
 
     p = sub.add_parser("label", help="relabel actions from poses (uncertainty-aware) into a new dataset")
     p.add_argument("dir", help="source dataset folder (with poses)")

@@ -244,14 +244,15 @@ class Memory(ABC):
 
     def frame_kinds(self) -> set[int]:
         """Frame-kind ids :meth:`read` uses (the DiT must have embeddings for them)."""
-        return set() if self.plain else {MEMORY_KIND}
+        return set() if self.plain else {MEMORY_KIND}  # (HPMC overrides: its compressed kind)
 
     def present(self, ctx: MemoryContext | None) -> MemoryContext | None:
         """Apply the ``plain`` setting: stored raw frames enter the DiT as ordinary earlier frames
         (frame kind 0, no pose features), as a model never trained with memory sees its context
         (VRAG concatenates retrieved frames this way). Otherwise unchanged."""
         if ctx is not None and self.plain:
-            ctx.kinds = torch.zeros_like(ctx.kinds) if ctx.kinds is not None else None
+            if ctx.kinds is not None:  # raw frames only: compressed latents (HPMC) stay marked
+                ctx.kinds = torch.where(ctx.kinds == MEMORY_KIND, torch.zeros_like(ctx.kinds), ctx.kinds)
             ctx.poses = None
         return ctx
 

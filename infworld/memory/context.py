@@ -8,12 +8,29 @@ The memory frames run through the DiT once at noise level t = 0 (Infinite-World,
 latents are clean context, marked by their frame kind and modulated as noise level 0); their
 keys/values become a "pinned" :class:`~infworld.models.kvcache.PastKV` that every query frame of
 the chunk may attend to whatever its sliding window.
+
+Two layouts (:class:`MemoryLayout`, stored in an export's ``model_config``):
+
+* ``causal`` (exports made before memory v2): the memory frames run as one block-causal sequence,
+  each attending to the memory frames before it, at consecutive positions right before the local
+  window. Cost grows with the square of the frames, and positions grow with their number.
+* ``isolated``: every memory frame runs through the DiT on its own (attending only to its own
+  tokens), as a batch. Its keys/values then do not depend on its position (keys are cached
+  un-rotated and a frame's tokens share one time position, so rotary terms cancel inside it), the
+  cost is linear in the frames, and a frame's encoding does not change when other frames join or
+  leave: the oracle can hold hundreds of frames. With ``span`` S, more than S memory frames are
+  spread evenly over the S slots before the window (fractional positions, oldest first), so the
+  positions the queries see never leave the range the model was trained on, at any history length.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
+from infworld.errors import MemoryConfigError
 from infworld.memory.base import MEMORY_KIND, MemoryContext
 from infworld.models.kvcache import PastKV
 
@@ -44,17 +61,58 @@ def pose_features(poses: torch.Tensor, ref: torch.Tensor | None, scale: float) -
     return feats
 
 
+LAYOUTS = ("causal", "isolated")
+
+
+@dataclass(frozen=True)
+class MemoryLayout:
+    """How memory frames become context (module docstring): ``encoding`` causal or isolated;
+    ``span``: memory slots positions may occupy (0 = one slot per frame, unbounded)."""
+
+    encoding: str = "causal"
+    span: int = 0
+
+    def check(self) -> None:
+        if self.encoding not in LAYOUTS:
+            raise MemoryConfigError(f"memory encoding: expected one of {list(LAYOUTS)}, "
+                                    f"got {self.encoding!r}")
+        if isinstance(self.span, bool) or not isinstance(self.span, int) or self.span < 0:
+            raise MemoryConfigError(f"memory span: expected an int >= 0 (0 = unbounded), got {self.span!r}")
+        if self.span == 1:
+            raise MemoryConfigError("memory span: 1 slot cannot order frames; use 0 or >= 2")
+
+    @classmethod
+    def of(cls, model_config: dict[str, Any] | None) -> MemoryLayout:
+        """The layout an export's ``model_config`` records (older exports: causal, unbounded)."""
+        mc = model_config or {}
+        layout = cls(str(mc.get("memory_encoding") or "causal"), int(mc.get("memory_span") or 0))
+        layout.check()
+        return layout
+
+
+def fit_positions(pos: torch.Tensor, span: int) -> torch.Tensor:
+    """Positions (M,) of consecutive memory slots (newest last), squeezed into ``span`` slots that end
+    at the newest one when M > span: evenly spaced, oldest at ``newest - (span - 1)``."""
+    m = pos.shape[0]
+    if span < 2 or m <= span:
+        return pos
+    newest = pos[-1]
+    return newest - (span - 1) + torch.arange(m, dtype=pos.dtype, device=pos.device) * ((span - 1) / (m - 1))
+
+
 def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor | None,
-                shift: float = 0.0) -> PastKV:
+                shift: float = 0.0, layout: MemoryLayout | None = None) -> PastKV:
     """Run the memory frames through ``dit`` at t = 0 and return their keys/values, pinned.
 
     ``shift`` is added to the context's positions (the engine measures positions from the oldest
-    cached frame). Gradients flow when called with grad enabled (training).
+    cached frame); ``layout`` (default causal, unbounded) is the model's memory layout (module
+    docstring). Gradients flow when called with grad enabled (training).
     """
+    layout = layout or MemoryLayout()
     lat = ctx.latents
     b, m = lat.shape[:2]
     dev = lat.device
-    pos = ctx.positions.to(dev).float() + float(shift)  # (M,)
+    pos = fit_positions(ctx.positions.to(dev).float() + float(shift), layout.span)  # (M,)
     kinds = ctx.kinds.to(dev) if ctx.kinds is not None else torch.full((b, m), MEMORY_KIND, device=dev)
     t0 = torch.zeros(b, m, device=dev)
     acts = {k: a.to(dev) for k, a in ctx.actions.items()}
@@ -65,8 +123,34 @@ def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor
         else:
             kw["poses"] = torch.full((b, m, dit.cfg.pose_dim), float("nan"), device=dev)
     valid = ctx.valid.to(dev) if ctx.valid is not None else None
-    # chain=False: memory frames are not consecutive in time, none is shown its list neighbour as the
-    # previous frame of the conv path (models/latent_conv.py)
-    _, kv = dit(lat, t0, acts, positions=pos, kinds=kinds, return_kv=True, key_valid=valid, chain=False, **kw)
-    return PastKV([k for k, _ in kv], [v for _, v in kv], pos, torch.ones(m, dtype=torch.bool, device=dev),
-                  valid=valid)
+    if layout.encoding == "isolated":
+        keys, values = _isolated_kv(dit, lat, t0, acts, kinds, kw.get("poses"))
+    else:
+        # chain=False: memory frames are not consecutive in time, none is shown its list neighbour as
+        # the previous frame of the conv path (models/latent_conv.py)
+        _, kv = dit(lat, t0, acts, positions=pos, kinds=kinds, return_kv=True, key_valid=valid, chain=False,
+                    **kw)
+        keys, values = [k for k, _ in kv], [v for _, v in kv]
+    return PastKV(keys, values, pos, torch.ones(m, dtype=torch.bool, device=dev), valid=valid)
+
+
+def _isolated_kv(dit: torch.nn.Module, lat: torch.Tensor, t0: torch.Tensor, acts: dict[str, torch.Tensor],
+                 kinds: torch.Tensor, poses: torch.Tensor | None
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each memory frame through ``dit`` alone (a batch of B * M one-frame clips at position 0); the
+    un-rotated keys/values regrouped per layer as (B, H, M * N, hd), frame after frame."""
+    b, m = lat.shape[:2]
+
+    def flat(x: torch.Tensor) -> torch.Tensor:  # (B, M, ...) -> (B * M, 1, ...)
+        return x.reshape(b * m, 1, *x.shape[2:])
+
+    kw = {"poses": flat(poses)} if poses is not None else {}
+    zero = torch.zeros(1, device=lat.device)
+    _, kv = dit(flat(lat), flat(t0), {k: flat(a) for k, a in acts.items()}, positions=zero, kinds=flat(kinds),
+                return_kv=True, chain=False, **kw)
+
+    def regroup(x: torch.Tensor) -> torch.Tensor:  # (B * M, H, N, hd) -> (B, H, M * N, hd)
+        h, n, hd = x.shape[1:]
+        return x.reshape(b, m, h, n, hd).permute(0, 2, 1, 3, 4).reshape(b, h, m * n, hd)
+
+    return [regroup(k) for k, _ in kv], [regroup(v) for _, v in kv]

@@ -44,13 +44,14 @@ from infworld.memory.base import (
     Memory,
     MemoryConfig,
     MemoryContext,
+    check_bool,
     check_int,
     slot_positions,
 )
 from infworld.memory.compressor import CompressorConfig, TemporalCompressor
 from infworld.models.action import NULL_ACTION
 
-_COMPRESSOR_KEYS = ("hidden", "depth", "max_levels", "level_dim")  # settable compressor fields
+_COMPRESSOR_KEYS = ("hidden", "depth", "max_levels", "level_dim", "encoder")  # settable compressor fields
 
 
 @dataclass
@@ -82,8 +83,9 @@ def merge_start(levels: list[int], factor: int) -> int:
 class HPMCConfig(MemoryConfig):
     """``budget`` slots (every read returns exactly that many, padding marked invalid), ``factor``
     latents per compression, and the compressor's size (``hidden``, ``depth``, ``max_levels``,
-    ``level_dim``; :class:`~infworld.memory.compressor.CompressorConfig`). The compressor size may
-    also be given as a ``compressor`` dict of those keys (flat settings win)."""
+    ``level_dim``, ``encoder``; :class:`~infworld.memory.compressor.CompressorConfig`). The compressor
+    size may also be given as a ``compressor`` dict of those keys (flat settings win). ``plain``: raw
+    (level-0) slots enter as ordinary frames (kind 0), only compressed latents stay marked."""
 
     strategy = "hpmc"
 
@@ -94,6 +96,8 @@ class HPMCConfig(MemoryConfig):
     depth: int = CompressorConfig.depth
     max_levels: int = CompressorConfig.max_levels
     level_dim: int = CompressorConfig.level_dim
+    encoder: str = CompressorConfig.encoder
+    plain: bool = False
 
     @classmethod
     def _fold(cls, settings: dict[str, Any], strategy: str) -> dict[str, Any]:
@@ -122,6 +126,7 @@ class HPMCConfig(MemoryConfig):
             raise MemoryConfigError(f"memory {n!r}: budget {self.budget} must be >= factor {self.factor} "
                                     "(a compression needs that many slots)")
         super().check(strategy)
+        check_bool(n, "plain", self.plain)
         self.compressor(1).check(n)  # bad compressor sizes now, not at the first write
 
 
@@ -138,6 +143,7 @@ class HPMCMemory(Memory):
         self._local = self.config.local_window
         self._module: nn.Module | None = None
         self._own = True  # the compressor was built here (untrained), not attached
+        self.plain = self.config.plain
         self.reset()
 
     # -- configuration ---------------------------------------------------------------------
@@ -177,7 +183,7 @@ class HPMCMemory(Memory):
     # -- state -----------------------------------------------------------------------------
 
     def frame_kinds(self) -> set[int]:
-        return {MEMORY_KIND, COMPRESSED_KIND}
+        return {COMPRESSED_KIND} if self.plain else {MEMORY_KIND, COMPRESSED_KIND}
 
     def reset(self) -> None:
         self._slots: list[_Slot] = []  # oldest first, at most budget
@@ -299,10 +305,10 @@ class HPMCMemory(Memory):
         valid = None
         if pad:
             valid = torch.arange(self.budget, device=dev)[None].expand(b, -1) >= pad  # (B, budget)
-        return MemoryContext(latents=latents, actions=actions,
-                             positions=slot_positions(self.budget, self._local),
-                             kinds=kinds[None].expand(b, -1).clone(), poses=None, valid=valid,
-                             sources=sources[None].expand(b, -1).clone())
+        return self.present(MemoryContext(latents=latents, actions=actions,
+                                          positions=slot_positions(self.budget, self._local),
+                                          kinds=kinds[None].expand(b, -1).clone(), poses=None, valid=valid,
+                                          sources=sources[None].expand(b, -1).clone()))
 
     def nbytes(self) -> int:
         """Capacity after the first write: ``budget`` slots + ``local_window - 1`` buffered frames

@@ -49,9 +49,9 @@ class WorldNet(nn.Module):
         """The DiT; with ``memory`` (a MemoryContext) its frames are first run at t = 0 and pinned as
         context (memory/context.py), inside this one call so DDP sees a single forward."""
         if memory is not None:
-            from infworld.memory.context import memory_past
+            from infworld.memory.context import MemoryLayout, memory_past
 
-            kw["past"] = memory_past(self.dit, memory, ref_pose)
+            kw["past"] = memory_past(self.dit, memory, ref_pose, layout=MemoryLayout.of(self.model_config))
         return self.dit(x, t, actions, **kw)
 
     @property

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from infworld.errors import ConfigError
-from infworld.memory.base import Memory, MemoryConfig, MemoryContext
+from infworld.errors import ConfigError, MemoryConfigError
+from infworld.memory.base import MEMORY_KIND, Memory, MemoryConfig, MemoryContext
+from infworld.memory.context import MemoryLayout
 from infworld.memory.registry import make_memory, memory_class, memory_config, memory_names
 
 
@@ -34,12 +35,24 @@ class MemoryTrainConfig:
     ``settings``: per-strategy settings, fields of the strategy's config dataclass (``local_window``
     is filled in from the model);
     ``ref_offset``: the current camera for retrieval is the pose of window frame ``L - ref_offset``
-    (default: the frame before the last chunk, as when streaming)."""
+    (default: the frame before the last chunk, as when streaming).
+    ``encoding`` / ``span``: the memory layout (memory/context.py :class:`MemoryLayout`): ``isolated``
+    encodes every memory frame on its own; with ``span`` S, more than S frames share S slots' worth
+    of positions. ``slots``: the most frames one read may return at inference (what the export
+    records as ``memory_slots``; 0 = the most any trained strategy returns). Raising it beyond the
+    trained strategies needs ``span`` (positions then stay in the trained range).
+    ``plain_prob``: share of steps whose raw memory frames are shown as ordinary frames (kind 0,
+    no poses; compressed latents stay marked), so one model is trained for both presentations and
+    the benchmark can compare them (a strategy's ``plain`` setting picks one at inference)."""
 
     strategies: dict[str, float] = field(default_factory=dict)
     history: int = 0
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     ref_offset: int = 0
+    encoding: str = "causal"
+    span: int = 0
+    slots: int = 0
+    plain_prob: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -59,6 +72,30 @@ class MemoryTrainConfig:
             raise ConfigError(f"model.memory.settings: {extra} are not in model.memory.strategies")
         if self.history < 1:
             raise ConfigError(f"model.memory.history: expected >= 1 frames of history, got {self.history}")
+        try:
+            self.layout().check()
+        except MemoryConfigError as exc:
+            raise ConfigError(f"model.memory: {exc}") from exc
+        if isinstance(self.slots, bool) or not isinstance(self.slots, int) or self.slots < 0:
+            raise ConfigError(f"model.memory.slots: expected an int >= 0 (0 = derive), got {self.slots!r}")
+        if not 0.0 <= float(self.plain_prob) <= 1.0:
+            raise ConfigError(f"model.memory.plain_prob: expected a share in 0..1, got {self.plain_prob!r}")
+
+    def layout(self) -> MemoryLayout:
+        return MemoryLayout(self.encoding, self.span)
+
+    def export_slots(self, memories: dict[str, Memory]) -> int:
+        """``memory_slots`` of the export: ``slots``, checked against what training covers."""
+        trained = max_slots(memories)
+        if not self.slots:
+            return trained
+        if self.slots < trained:
+            raise ConfigError(f"model.memory.slots: {self.slots} is below the {trained} frames a trained "
+                              "strategy returns")
+        if self.slots > trained and not self.span:
+            raise ConfigError(f"model.memory.slots: {self.slots} frames exceed the {trained} trained slots; "
+                              "without model.memory.span their positions would leave the trained range")
+        return self.slots
 
 
 def strategy_config(cfg: MemoryTrainConfig, name: str, local_window: int) -> MemoryConfig:
@@ -101,6 +138,14 @@ def pick_strategy(cfg: MemoryTrainConfig, generator: torch.Generator | None) -> 
     w = torch.tensor([float(cfg.strategies[n]) for n in names])
     gen_dev = generator.device if generator is not None else "cpu"
     return names[int(torch.multinomial(w.to(gen_dev), 1, generator=generator))]
+
+
+def present_plain(ctx: MemoryContext) -> MemoryContext:
+    """Raw memory frames as ordinary frames (kind 0, no poses); compressed latents keep their kind."""
+    if ctx.kinds is not None:
+        ctx.kinds = torch.where(ctx.kinds == MEMORY_KIND, torch.zeros_like(ctx.kinds), ctx.kinds)
+    ctx.poses = None
+    return ctx
 
 
 def training_context(memory: Memory, module: nn.Module | None, x0: torch.Tensor,

@@ -62,8 +62,8 @@ from infworld.train.tasks.memory_train import (
     MemoryTrainConfig,
     build_memories,
     build_modules,
-    max_slots,
     pick_strategy,
+    present_plain,
     strategy_settings,
     training_context,
 )
@@ -250,7 +250,10 @@ class WorldTask:
         yield from loader
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             generator: torch.Generator | None = None, strategy: str | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Diffusion-forcing loss of a batch; memory models draw a strategy per batch (``strategy``
+        forces one: the per-strategy validation losses)."""
         net = _unwrap(model)
         if self._store is not None:  # video mode: latent clips, actions grouped (B, L, r)
             device = next(net.dit.parameters()).device
@@ -266,13 +269,24 @@ class WorldTask:
         if not self.memories:
             return forcing_loss(lambda x, t, a: model(x, t, a), x0, acts, self.config.flow,
                                 self.config.forcing, generator)
+        return self._memory_loss(model, net, x0, acts, batch, generator, strategy)
+
+    def _memory_loss(self, model: nn.Module, net: WorldNet, x0: torch.Tensor, acts: dict[str, torch.Tensor],
+                     batch: dict[str, torch.Tensor], generator: torch.Generator | None, strategy: str | None
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The diffusion-forcing loss on the window, with the memory of a drawn (or given) strategy built
+        from the clip's history (memory_train.py)."""
         mcfg, h = self.config.memory, self.config.memory.history
-        name = pick_strategy(mcfg, generator)
+        name = strategy or pick_strategy(mcfg, generator)
         poses = batch["pose"].to(x0.device).float() if "pose" in batch else None
         span = x0.shape[1] - h
         ref_index = h + span - (mcfg.ref_offset or self.config.chunk) - 1
         module = net.memory_modules[name] if name in net.memory_modules else None
         ctx, ref = training_context(self.memories[name], module, x0, acts, poses, h, ref_index)
+        if ctx is not None and mcfg.plain_prob > 0:
+            gen_dev = generator.device if generator is not None else "cpu"
+            if float(torch.rand((), generator=generator, device=gen_dev)) < mcfg.plain_prob:
+                ctx = present_plain(ctx)
         loss, metrics = forcing_loss(lambda x, t, a: model(x, t, a, memory=ctx, ref_pose=ref), x0[:, h:],
                                      {k: a[:, h:] for k, a in acts.items()}, self.config.flow,
                                      self.config.forcing, generator)
@@ -303,6 +317,7 @@ class WorldTask:
                                           context_noise=self.config.context_noise), device=device)
         gen = torch.Generator(device=device).manual_seed(0)
         losses, shuffled, psnrs = [], [], []
+        per_strategy: dict[str, list[float]] = {}
         batches = self.batches("val", self.recipe.train.batch_size, seed=0, rank=0, world_size=1)
         try:
             with torch.no_grad():
@@ -315,6 +330,10 @@ class WorldTask:
                     gen.set_state(state)
                     swapped = {**batch, **{key: batch[key].roll(1, dims=0) for key in ACTION_KEYS}}
                     shuffled.append(float(self.loss(net, swapped, gen)[0]))
+                    gen.set_state(after)
+                    for name in self.memories:  # one val loss per strategy, on the same noise
+                        gen.set_state(state)
+                        per_strategy.setdefault(name, []).append(float(self.loss(net, batch, gen, name)[0]))
                     gen.set_state(after)
                     gt = batch["frames"].permute(0, 1, 3, 4, 2).cpu().numpy()  # (B, 1 + r (L-1), H, W, 3)
                     # per-transition actions (B, r (L-1)); video mode: latents 1.. of the clip, ungrouped
@@ -333,7 +352,8 @@ class WorldTask:
         loss, loss_shuf = float(np.mean(losses)), float(np.mean(shuffled))
         return {"loss": loss, "loss_shuffled_actions": loss_shuf,
                 "action_gap": loss_shuf / max(loss, 1e-12) - 1.0,
-                "next_frame_psnr": float(np.mean(np.concatenate(psnrs)))}
+                "next_frame_psnr": float(np.mean(np.concatenate(psnrs))),
+                **{f"loss_{name}": float(np.mean(v)) for name, v in per_strategy.items()}}
 
     def export_config(self) -> dict[str, Any]:
         return {
@@ -351,7 +371,10 @@ class WorldTask:
             # the settings each trained strategy was built with, reused at inference
             "memory": {n: strategy_settings(self.config.memory, n, self.window) for n in self.memories},
             "memory_modules": sorted(self.config.memory.strategies) if self.memories else [],
-            "memory_slots": max_slots(self.memories) if self.memories else None,
+            "memory_slots": self.config.memory.export_slots(self.memories) if self.memories else None,
+            # how memory frames become context (memory/context.py); absent = causal, unbounded
+            "memory_encoding": self.config.memory.encoding if self.memories else "causal",
+            "memory_span": self.config.memory.span if self.memories else 0,
         }
 
     @classmethod
