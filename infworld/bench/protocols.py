@@ -9,7 +9,8 @@ trajectory's true actions and ground-truth poses, chunk by chunk. A rollout is g
    error, VRAG Sec. 5; GameNGen), averaged over trajectories, in log-spaced horizon buckets.
 2. revisit: at each revisit event (frame t returns to the view of frame s, with t - s at least the
    local window so the model must *remember* s), the generated frame t against ground truth t and
-   against the model's own frame s (self-consistency, needs no ground truth; WorldMem, VRAG).
+   against the model's own frame s (self-consistency, needs no ground truth; WorldMem, VRAG);
+   split by gap t - s where the suite names ``gap_buckets`` (buckets.py).
 3. action: an inverse dynamics model (idm.py) reads the actions back from consecutive generated
    frames (accuracy against the commanded actions, per axis; the same on real frames is its
    ceiling), and the PSNR of rollouts with the true actions minus rollouts with random actions.
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from infworld.bench.buckets import BUCKET_METRICS, per_bucket
 from infworld.bench.suites import Suite, Trajectory, latent_revisits
 from infworld.bench.trajectories import dead_reckon, random_actions
 from infworld.data.episode import atomic_write_bytes
@@ -230,7 +232,7 @@ def revisit(run: VariantRun) -> ProtocolResult:
     pairs, skipped = run.usable()
     keys = ("psnr_gt", "ssim_gt", "psnr_self", "ssim_self", "psnr_pair")
     rows: dict[str, list[float]] = {k: [] for k in keys}
-    per_traj, items = {}, {}
+    per_traj, items, gaps = {}, {}, []
     for traj, ro in pairs:
         ev = run.events(traj)
         ev = ev[ev[:, 0] < ro.context + len(ro.frames)]
@@ -243,12 +245,16 @@ def revisit(run: VariantRun) -> ProtocolResult:
                 "psnr_pair": metrics.psnr(gt_t, gt_s)}  # how alike the two real views are
         for k, v in vals.items():
             rows[k].extend(v.tolist())
+        gaps.extend((ev[:, 0] - ev[:, 1]).tolist())
         per_traj[traj.name] = {"psnr_gt": float(vals["psnr_gt"].mean()),
                                "psnr_self": float(vals["psnr_self"].mean()), "events": int(len(ev)),
                                "gap_mean": float((ev[:, 0] - ev[:, 1]).mean())}
         items.update({f"{traj.name}:{t}": float(p) for (t, _), p in zip(ev, vals["psnr_gt"], strict=True)})
     result = {"events": len(rows["psnr_gt"]), **{k: _mean(v) for k, v in rows.items()},
               "per_trajectory": per_traj}
+    edges = getattr(run.suite, "gap_buckets", ())
+    if edges:  # the same events split by gap t - s (buckets.py); absent for suites without buckets
+        result["per_bucket"] = per_bucket(np.asarray(gaps), {k: rows[k] for k in BUCKET_METRICS}, edges)
     return ProtocolResult(result, {"memory": items}, skipped)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from infworld.bench.buckets import MIN_SPREAD_DB, gap_closed_share
 from infworld.bench.elo import JUDGE
 from infworld.bench.plots import get_path as _get
 from infworld.bench.plots import make_plots
@@ -79,6 +80,56 @@ def _traj_cells(per: dict) -> list[str]:
     worst = min((p.get("psnr_gt") for p in per.values() if p.get("psnr_gt") is not None), default=None)
     best = max((p.get("psnr_gt") for p in per.values() if p.get("psnr_gt") is not None), default=None)
     return [str(len(per)), f"{_num(worst)} .. {_num(best)}" if worst is not None else NA]
+
+
+def _variant_named(variants: dict, memory: str) -> dict | None:
+    """The variant called ``memory``, or else the first whose memory strategy is ``memory``."""
+    if memory in variants:
+        return variants[memory]
+    return next((v for v in variants.values() if _get(v, "memory", "name") == memory), None)
+
+
+def _bucket_cell(b: dict | None) -> str:
+    return NA if b is None else f"{_num(b.get('psnr_gt'))} dB ({b.get('events', 0)} events)"
+
+
+def _bucket_section(variants: dict) -> list[Block]:
+    """Revisit PSNR per gap bucket (suites with ``gap_buckets``), and the share of the window -> full
+    PSNR gap each other variant closes per bucket when both baselines were run."""
+    labels: list[str] = []
+    for v in variants.values():
+        labels += [lab for lab in (_get(v, "revisit", "per_bucket") or {}) if lab not in labels]
+    if not labels:
+        return []
+    rows = [[n, *((_bucket_cell((_get(v, "revisit", "per_bucket") or {}).get(lab)) for lab in labels)
+                  if "revisit" in v else [NOT_RUN] * len(labels))] for n, v in variants.items()]
+    blocks: list[Block] = [
+        ("h", 3, "Revisit PSNR by gap bucket"),
+        ("p", "The revisit events split by how long ago the place was seen: gap a-b holds the returns "
+              "a < t - s <= b frames after the first visit. PSNR against ground truth, number of events in "
+              "parentheses."),
+        ("table", ["variant", *(f"gap {lab}" for lab in labels)], rows)]
+    window, full = _variant_named(variants, "window"), _variant_named(variants, "full")
+    if window is None or full is None:
+        return blocks
+    w_pb, f_pb = _get(window, "revisit", "per_bucket") or {}, _get(full, "revisit", "per_bucket") or {}
+    base = [_get(w_pb, lab, "psnr_gt") for lab in labels], [_get(f_pb, lab, "psnr_gt") for lab in labels]
+    spread = [NA if w is None or f is None else f"{f - w:+.2f} dB" for w, f in zip(*base, strict=True)]
+    share_rows = [["full - window", *spread]]
+    for n, v in variants.items():
+        if v is window or v is full:
+            continue
+        pb = _get(v, "revisit", "per_bucket") or {}
+        share_rows.append([n, *(_pct(gap_closed_share(_get(pb, lab, "psnr_gt"), w, f))
+                                for lab, w, f in zip(labels, *base, strict=True))])
+    refused = sorted(_get(full, "skipped", "revisit") or {})
+    caveat = (f" Careful: full refused {', '.join(refused)} (past its budget), so its buckets hold fewer "
+              "events than the others' and the shares compare different returns." if refused else "")
+    return blocks + [
+        ("p", "Share of the window -> full gap closed: (PSNR - window) / (full - window) per bucket; 0% = no "
+              "better than the local window, 100% = as good as the full-history oracle. The first row is "
+              f"the gap itself; n/a where it is under {MIN_SPREAD_DB} dB (a share of noise).{caveat}"),
+        ("table", ["variant", *(f"gap {lab}" for lab in labels)], share_rows)]
 
 
 def _replay_cells(r: dict) -> list[str]:
@@ -168,6 +219,7 @@ def _summary_section(variants: dict) -> list[Block]:
         _table(variants, "revisit", _memory_cells, ["variant", "events", "PSNR gt", "SSIM gt", "PSNR self",
                                                      "SSIM self", "PSNR gt / self, shared trajectories",
                                                      "trajectories", "PSNR gt range"]),
+        *_bucket_section(variants),
         ("h", 3, "Replay fidelity (compounding error)"),
         _table(variants, "replay", _replay_cells,
                ["variant", "PSNR mean", "PSNR mean, shared trajectories", "SSIM mean", "last frame",

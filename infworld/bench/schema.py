@@ -22,7 +22,8 @@ from infworld.errors import DataError
 
 SCHEMA_ID = "infworld-bench/1"
 PROTOCOLS = ("replay", "revisit", "action", "distribution", "speed")
-TRAJECTORY_KINDS = ("replay", "out_and_back", "loop", "turn", "data")
+TRAJECTORY_KINDS = ("replay", "out_and_back", "loop", "turn", "long_out_and_back", "long_loop", "look_back",
+                    "data")  # trajectories.KINDS and "data" (a user's dataset)
 CRITERIA = ("memory", "fidelity", "action")
 
 _NUM = {"type": ["number", "null"]}
@@ -40,12 +41,18 @@ def _obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any)
 
 
 _REPLAY = _obj({"horizon": _INTS, "psnr": _NUMS, "ssim": _NUMS, "psnr_mean": _NUM, "ssim_mean": _NUM})
+_COUNT = {"type": "integer", "minimum": 0}
 _REVISIT = _obj({
-    "events": {"type": "integer", "minimum": 0},
+    "events": _COUNT,
     "psnr_gt": _NUM, "ssim_gt": _NUM, "psnr_self": _NUM, "ssim_self": _NUM,
     "per_trajectory": {"type": "object", "additionalProperties": _obj(
-        {"psnr_gt": _NUM, "psnr_self": _NUM, "events": {"type": "integer", "minimum": 0}})},
-})
+        {"psnr_gt": _NUM, "psnr_self": _NUM, "events": _COUNT})},
+    # suites with gap buckets only (buckets.py): "16-64" -> that bucket's events and means
+    "per_bucket": {"type": "object", "propertyNames": {"pattern": "^[0-9]+-[0-9]+$"},
+                   "additionalProperties": _obj({"events": _COUNT, "psnr_gt": _NUM, "ssim_gt": _NUM,
+                                                 "psnr_self": _NUM, "ssim_self": _NUM},
+                                                required=["events", "psnr_gt"])},
+}, required=["events", "psnr_gt", "ssim_gt", "psnr_self", "ssim_self", "per_trajectory"])
 _ACTION = _obj({"idm_accuracy": _AXES, "idm_accuracy_real": _AXES, "psnr_true_actions": _NUM,
                 "psnr_random_actions": _NUM, "psnr_gap": _NUM})
 _DISTRIBUTION = _obj({

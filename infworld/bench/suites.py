@@ -14,6 +14,12 @@ needs a new version number (results name the version).
   full-context oracle with its default budget, 48 frames beyond a 16-frame window, can run them)
   and one explore replay of 1025 frames (compounding error and long-gap revisits); about 1,700
   frames.
+* ``doom-v2``: long revisits, for memory: 2 look-backs (walk, turn round to look where we came
+  from, stare, turn back), 2 long loops (two laps of an explored 35- or 50-step route) and 4 long
+  out-and-backs (70- to 120-step legs, back, and out once more with the old views); <= 400 frames
+  each (an oracle holding 400 frames of history runs them all), about 2,300 frames. Its revisit
+  results are also given per gap bucket (``gap_buckets``: 16-64, 64-150 and 150-350 frames between
+  the first visit and the return), the question being how far back a memory reaches.
 
 :func:`load_data_suite` turns any dataset in our format (``--data DIR``) into a suite: revisit events
 come from its poses, or, without poses, are left to the runner (frame similarity in the model's
@@ -31,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from infworld.bench.buckets import check_edges
 from infworld.bench.trajectories import RevisitConfig, TrajectorySpec, find_events, make_trajectory
 from infworld.data.episode import (
     Episode,
@@ -53,7 +60,8 @@ CACHE_ENV = "INFWORLD_CACHE"  # root of infworld caches (default ~/.cache/infwor
 class SuiteSpec:
     """A versioned suite. ``context``: real frames that seed every rollout; ``action_horizon``:
     frames of the random-action rollouts; ``speed_frames``: frames of the timed run;
-    ``dist_horizons``: upper edges of the horizon buckets of the distribution protocol."""
+    ``dist_horizons``: upper edges of the horizon buckets of the distribution protocol;
+    ``gap_buckets``: edges of the revisit gap buckets (frames t - s, see buckets.py), () = none."""
 
     name: str
     version: int
@@ -68,6 +76,10 @@ class SuiteSpec:
     speed_frames: int = 200
     dist_horizons: tuple[int, ...] = (16, 64, 256, 1024)
     description: str = ""
+    gap_buckets: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_edges(self.gap_buckets)
 
 
 def _doom(kind: str, n: int, seed: int, legs: int, frames: int = 60) -> tuple[TrajectorySpec, ...]:
@@ -89,6 +101,20 @@ SUITES: dict[str, SuiteSpec] = {
         + (TrajectorySpec("replay-0", "replay", 30, 1025),),
         description="ViZDoom my_way_home: 4 out-and-back, 4 loops, 4 full turns (<= 60 frames each) "
                     "and a 1025-frame explore replay"),
+    "doom-v2": SuiteSpec(
+        "doom-v2", 1,
+        (TrajectorySpec("look-back-0", "look_back", 300, 400, legs=6, turns=4),
+         TrajectorySpec("look-back-1", "look_back", 302, 400, legs=6, turns=4),
+         TrajectorySpec("long-loop-0", "long_loop", 200, 400, legs=35, turns=2.0),
+         TrajectorySpec("long-loop-1", "long_loop", 201, 400, legs=50, turns=2.0),
+         TrajectorySpec("long-out-and-back-0", "long_out_and_back", 101, 400, legs=70),
+         TrajectorySpec("long-out-and-back-1", "long_out_and_back", 103, 400, legs=100),
+         TrajectorySpec("long-out-and-back-2", "long_out_and_back", 100, 400, legs=120),
+         TrajectorySpec("long-out-and-back-3", "long_out_and_back", 104, 400, legs=120)),
+        dist_horizons=(16, 64, 150, 400), gap_buckets=(16, 64, 150, 350),
+        description="ViZDoom my_way_home, long revisits: 2 look-backs, 2 long loops (2 laps of a 35- and "
+                    "a 50-step route), 4 long out-and-backs (70-120-step legs); <= 400 frames each, "
+                    "revisit gaps bucketed 16-64, 64-150, 150-350 frames"),
 }
 
 
@@ -136,16 +162,26 @@ class Suite:
     speed_frames: int = 200
     dist_horizons: tuple[int, ...] = (16, 64, 256, 1024)
     fps: float = 8.75  # of the source data, for the clips
+    gap_buckets: tuple[int, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         """The ``suite`` object of results.json."""
-        return {"name": self.name, "version": self.version,
-                "trajectories": [{"name": t.name, "kind": t.kind, "frames": t.frames, "seed": t.seed}
-                                 for t in self.trajectories]}
+        out: dict[str, Any] = {
+            "name": self.name, "version": self.version,
+            "trajectories": [{"name": t.name, "kind": t.kind, "frames": t.frames, "seed": t.seed}
+                             for t in self.trajectories]}
+        if self.gap_buckets:
+            out["gap_buckets"] = list(self.gap_buckets)
+        return out
 
 
 def _spec_json(spec: SuiteSpec) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(spec)))
+    """The spec as JSON, the cache's key. ``gap_buckets`` (added with doom-v2) is left out when empty,
+    so the caches of the suites defined before it stay valid."""
+    desc = json.loads(json.dumps(asdict(spec)))
+    if not desc.get("gap_buckets"):
+        desc.pop("gap_buckets", None)
+    return desc
 
 
 def build_suite(spec: SuiteSpec | str, cache_dir: str | Path | None = None, progress: bool = False) -> Suite:
@@ -181,7 +217,7 @@ def build_suite(spec: SuiteSpec | str, cache_dir: str | Path | None = None, prog
     return Suite(spec.name, spec.version, trajs, root, context=spec.context,
                  action_horizon=spec.action_horizon, speed_frames=spec.speed_frames,
                  dist_horizons=tuple(spec.dist_horizons),
-                 fps=meta.fps / max(1, meta.frame_skip))
+                 fps=meta.fps / max(1, meta.frame_skip), gap_buckets=tuple(spec.gap_buckets))
 
 
 def _generate(spec: SuiteSpec, root: Path, desc: dict[str, Any], progress: bool) -> dict[str, Any]:

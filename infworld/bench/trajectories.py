@@ -1,4 +1,5 @@
-"""Scripted benchmark trajectories in a real environment: out-and-back, loop, full turn, replay.
+"""Scripted benchmark trajectories in a real environment: out-and-back, loop, full turn, replay, and
+long out-and-backs, long loops and look-backs.
 
 The memory protocols need trajectories that come back to where they have been, at a known frame
 gap, so that "does the model remember?" can be asked at exact moments (VRAG, arXiv 2505.21996,
@@ -15,6 +16,19 @@ the action, so the actions are the ones the world models are trained on):
   first), then ``legs`` explore steps;
 * ``replay``: an ``explore``-policy episode (as in the training data, from another seed) of
   ``max_frames`` frames, for compounding error over long horizons.
+
+The long kinds (doom-v2) stretch the gap between a visit and the return to hundreds of frames:
+
+* ``long_out_and_back``: an explore leg of ``legs`` steps, a 180-degree turn, walk back along it,
+  turn to the starting heading at its start (frame 0 again), then walk the leg once more keeping
+  its old headings (closed loop, not an open-loop replay, which drifts over a long leg): gaps of
+  about 2 ``legs`` + 30 frames, plus the explore leg's own shorter returns;
+* ``long_loop``: laps of an explored route of ``legs`` steps (out, back, out, back for
+  ``turns`` = 2 laps): the second lap revisits the first, out leg and back leg, a lap apart;
+* ``look_back``: ``turns`` cycles of ``legs`` explore steps, a 180-degree turn to look where we
+  came from, a stare of 0, 8, 16 or 24 frames, and the turn back: short gaps (16 to ~64 frames).
+
+They must run their whole script within ``max_frames`` (a goto stuck on a wall re-draws the seed).
 
 Revisit events (frame ``t`` shows the place and heading of an earlier frame ``s``) are found on the
 recorded poses with :func:`infworld.data.revisits.find_revisits`. :func:`random_actions` and
@@ -38,7 +52,8 @@ from infworld.envs.policies import ExplorePolicy, PolicyConfig
 from infworld.errors import ConfigError, EnvError
 from infworld.memory.deadreckon import DeadReckoner, measure_step_sizes
 
-KINDS = ("replay", "out_and_back", "loop", "turn")
+KINDS = ("replay", "out_and_back", "loop", "turn", "long_out_and_back", "long_loop", "look_back")
+LONG_KINDS = ("long_out_and_back", "long_loop", "look_back")  # must finish within max_frames
 
 
 @dataclass(frozen=True)
@@ -176,9 +191,40 @@ class ScriptedPolicy(ExplorePolicy):
         return self._steer(obs, target[:2])
 
 
+def _back(mark: str) -> list[dict]:
+    """Half a lap home: turn round, walk a recorded leg in reverse (forward, so its reverse views)."""
+    return [{"kind": "wait", "left": 2}, {"kind": "turn", "deg": 180.0, "dir": 1},
+            {"kind": "goto", "mark": mark, "reverse": True}]
+
+
+def _out(mark: str) -> list[dict]:
+    """Half a lap out: arrive at the leg's start, turn to its first heading, walk it again with its
+    old headings, so its views repeat (closed loop: a long leg does not drift as an open-loop
+    replay of its commands would)."""
+    return [{"kind": "goto", "mark": mark, "start": True, "facing": True}, {"kind": "face", "mark": mark},
+            {"kind": "wait", "left": 2}, {"kind": "goto", "mark": mark, "facing": True}]
+
+
+def _look_back(cycle: int, legs: int) -> list[dict]:
+    """Cycle ``cycle`` of ``look_back``: walk on, turn round to look where we came from, stare for
+    0, 8, 16 or 24 frames (cycling, to spread the gaps), turn back the way we turned."""
+    d = 1 if cycle % 2 == 0 else -1
+    return [{"kind": "explore", "left": legs}, {"kind": "wait", "left": 2},
+            {"kind": "turn", "deg": 180.0, "dir": d}, {"kind": "wait", "left": 8 * (cycle % 4)},
+            {"kind": "turn", "deg": 180.0, "dir": -d}]
+
+
 def stages_for(spec: TrajectorySpec) -> list[dict]:
     """The stage list of a scripted kind (see the module docstring)."""
     n = spec.legs
+    if spec.kind in ("long_out_and_back", "long_loop"):
+        halves = 3 if spec.kind == "long_out_and_back" else max(3, round(2 * spec.turns))
+        stages = [{"kind": "explore", "left": n, "record": "out"}]
+        for h in range(1, halves):
+            stages += _back("out") if h % 2 else _out("out")
+        return stages
+    if spec.kind == "look_back":
+        return [st for c in range(max(1, round(spec.turns))) for st in _look_back(c, n)]
     if spec.kind == "out_and_back":
         return [{"kind": "explore", "left": n, "record": "out"},
                 {"kind": "turn", "deg": 180.0, "dir": 1},
@@ -223,7 +269,9 @@ def make_trajectory(env: Env, spec: TrajectorySpec, revisit: RevisitConfig, trie
                     ) -> tuple[Episode, np.ndarray]:
     """Record trajectory ``spec`` in ``env``: (episode, events (E, 2)). Deterministic: attempt ``i``
     uses seed ``spec.seed + 1000 i``; the first attempt that is long enough (``replay``: exactly
-    ``max_frames``) and has at least ``revisit.min_events`` events (scripted kinds) is kept."""
+    ``max_frames``; the long kinds: the whole script within ``max_frames``) and has at least
+    ``revisit.min_events`` events (scripted kinds; long out-and-backs and loops: events with a gap
+    above ``legs``, i.e. from the passes after the first) is kept."""
     spec.check()
     for attempt in range(tries):
         seed = spec.seed + 1000 * attempt
@@ -236,8 +284,13 @@ def make_trajectory(env: Env, spec: TrajectorySpec, revisit: RevisitConfig, trie
             policy = ScriptedPolicy(env.spec, policy_seed, stages_for(spec))
             ep = record(env, policy, spec.max_frames - 1, env_seed)
             ok = len(ep) >= min(spec.max_frames, 2 * revisit.min_gap)
+            if spec.kind in LONG_KINDS:  # the whole script ran (a stuck goto would cut the last pass)
+                ok = policy.finished
         events = find_events(ep.pose, revisit)
-        if ok and (spec.kind == "replay" or len(events) >= revisit.min_events):
+        counted = events
+        if spec.kind in ("long_out_and_back", "long_loop"):  # the return passes, not just the leg's own
+            counted = events[events[:, 0] - events[:, 1] > spec.legs]
+        if ok and (spec.kind == "replay" or len(counted) >= revisit.min_events):
             ep.extras = {}
             ep.info = {"trajectory": spec.name, "kind": spec.kind, "seed": seed, "attempt": attempt,
                        "legs": spec.legs, "turns": spec.turns, "scenario": env.spec.scenario}

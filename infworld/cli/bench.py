@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("action", nargs="?", choices=("run", "train-idm"), default="run",
                    help="run the benchmark (default) or train the inverse dynamics model")
     p.add_argument("--model", default="doom-tiny-world", help="exported world model: folder or name")
-    p.add_argument("--suite", help="suite name (doom-mini, doom-v1); default doom-v1 unless --data is given")
+    p.add_argument("--suite", help="suite name (doom-mini, doom-v1, doom-v2: long revisits); default doom-v1 "
+                                    "unless --data is given")
     p.add_argument("--memory", help="comma-separated memory strategies (default: every registered one)")
     p.add_argument("--data", help="dataset: benchmark on its episodes (run), train on them (train-idm)")
     p.add_argument("--out", required=True, help="output folder")
