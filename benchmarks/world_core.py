@@ -36,13 +36,13 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from infworld import streaming
 from infworld.bench.metrics import frechet_distance
 from infworld.data.action_schema import decode_view
 from infworld.data.episode import atomic_write_json, list_episodes, read_episode, read_meta
@@ -198,21 +198,23 @@ def summary_table(r: dict[str, Any]) -> str:
 # -- the runs -------------------------------------------------------------------------------------
 
 def teacher_forced(world: WorldModel, ep, k: int, n: int, turn_px: float = 8.6) -> dict[str, list[float]]:
-    """Per-frame PSNR of the model, copy-last, shifted-last and the tokenizer over n frames after k."""
+    """Per-frame PSNR of the model, copy-last, shifted-last and the tokenizer over n frames after k.
+
+    The model's frames come from :func:`infworld.streaming.teacher_forcing`: each predicted from the
+    true frames before it (window memory), then the true frame is observed."""
     acts = {key: getattr(ep, key) for key in ACTION_KEYS}
-    world.reset(ep.frames[None, :k], {key: a[None, : k - 1] for key, a in acts.items()})
+    end = min(len(ep), k + n)
+    pred = streaming.teacher_forcing(world, ep.frames[None, :end], {key: a[None, : end - 1]
+                                                                   for key, a in acts.items()}, k)[0]
     model, copy, shifted = [], [], []
-    for f in range(k, min(len(ep), k + n)):
-        step = {key: a[None, f - 1 : f] for key, a in acts.items()}
-        pred = world.step(step, commit=False)[0, 0]
-        model.append(float(psnr(pred, ep.frames[f])))
+    for f in range(k, end):
+        model.append(float(psnr(pred[f - k], ep.frames[f])))
         copy.append(float(psnr(ep.frames[f - 1], ep.frames[f])))
         guess = shifted_last_frame(ep.frames[f - 1], int(acts["view"][f - 1]), turn_px)
         shifted.append(float(psnr(guess, ep.frames[f])))
-        world.observe(ep.frames[None, f : f + 1], step)
     with torch.no_grad():
         tok = world.net.tokenizer
-        sel = ep.frames[k : min(len(ep), k + n)]
+        sel = ep.frames[k:end]
         rec = tok.decode(tok.encode(torch.from_numpy(sel).permute(0, 3, 1, 2)))
         rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         recon = [float(p) for p in psnr(rec, sel)]
@@ -220,20 +222,18 @@ def teacher_forced(world: WorldModel, ep, k: int, n: int, turn_px: float = 8.6) 
 
 
 def free_rollout(world: WorldModel, ep, k: int, frames: int) -> tuple[np.ndarray, list[float], float]:
-    acts = {key: getattr(ep, key) for key in ACTION_KEYS}
-    world.reset(ep.frames[None, :k], {key: a[None, : k - 1] for key, a in acts.items()})
-    chunk = world.config.chunk
-    out = np.zeros((frames, *ep.frames.shape[1:]), dtype=np.uint8)
+    """``frames`` generated frames (F, H, W, 3) after k true ones, following the episode's actions
+    (cycled past its end) through :func:`infworld.streaming.free_rollout`; the PSNR curve against the
+    frames the episode has, and frames per second of the engine's step calls."""
     n_act = len(ep.move)
-    t0 = time.perf_counter()
-    for lo in range(0, frames, chunk):
-        hi = min(lo + chunk, frames)
-        idx = (np.arange(k - 1 + lo, k - 1 + hi)) % n_act  # the true actions, cycled past the end
-        out[lo:hi] = world.step({key: a[None, idx] for key, a in acts.items()})[0]
-    seconds = time.perf_counter() - t0
+    idx = np.arange(k - 1 + frames) % n_act  # the true actions, cycled past the end
+    acts = {key: getattr(ep, key)[None, idx] for key in ACTION_KEYS}  # (1, K - 1 + F) per field
+    secs: list[float] = []
+    out = streaming.free_rollout(world, ep.frames[None, :k], acts,
+                                 on_chunk=lambda c: secs.append(c.seconds))[0]  # (F, H, W, 3)
     gt_n = min(frames, len(ep) - k)
     curve = [float(p) for p in psnr(out[:gt_n], ep.frames[k : k + gt_n])]
-    return out, curve, frames / seconds
+    return out, curve, frames / sum(secs)
 
 
 def make_embedder(name: str):

@@ -120,7 +120,7 @@ def test_end_to_end_writes_valid_results_and_resumes(setup, tmp_path, monkeypatc
 
     # a second run only reads: no rollout, no part rewritten; same figures
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
-    monkeypatch.setattr(P, "run_rollout", lambda *a, **k: pytest.fail("resumed run generated frames"))
+    monkeypatch.setattr(WorldModel, "step", lambda *a, **k: pytest.fail("resumed run generated frames"))
     assert main(bench_args(setup, out)) == 0
     assert "window" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()} == stamps

@@ -37,8 +37,8 @@ def tiny_dit() -> DiT:
 
 def acts(b: int, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"move": torch.randint(0, 9, (b, n), generator=g), "view": torch.randint(0, 9, (b, n), generator=g),
-            "interact": torch.zeros(b, n, dtype=torch.long)}
+    return {"move": torch.randint(0, 9, (b, n), generator=g),
+            "view": torch.randint(0, 9, (b, n), generator=g), "interact": torch.zeros(b, n, dtype=torch.long)}
 
 
 def test_isolated_memory_frames_do_not_depend_on_position_or_neighbours():

@@ -3,7 +3,8 @@
 Every protocol reads rollouts of the public engine (:class:`infworld.world.WorldModel`): seeded with
 the first K ground-truth frames of a trajectory (and their actions and poses), then stepping with the
 trajectory's true actions and ground-truth poses, chunk by chunk. A rollout is generated once per
-(variant, trajectory) and shared by the protocols (:class:`VariantRun` caches them on disk).
+(variant, trajectory) and shared by the protocols: :class:`~infworld.bench.variant.VariantRun`
+(variant.py) caches them on disk; it, :class:`Rollout` and :func:`run_rollout` are re-exported here.
 
 1. replay: per-frame PSNR / SSIM against ground truth as a curve over the horizon (compounding
    error, VRAG Sec. 5; GameNGen), averaged over trajectories, in log-spaced horizon buckets.
@@ -27,38 +28,19 @@ under ``skipped`` for the variant and left out of its figures.
 
 from __future__ import annotations
 
-import io
 import resource
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from infworld.bench.buckets import BUCKET_METRICS, per_bucket
-from infworld.bench.suites import Suite, Trajectory, latent_revisits
-from infworld.bench.trajectories import dead_reckon, random_actions
-from infworld.data.episode import atomic_write_bytes
+from infworld.bench.variant import MAX_EVENTS, Rollout, VariantRun, run_rollout  # noqa: F401 (re-exported)
 from infworld.errors import MemoryConfigError
 from infworld.models.action import NULL_ACTION
 
-MAX_EVENTS = 64  # revisit events kept per trajectory (evenly spaced), so no trajectory dominates
 STATE_MARKS = (100, 1000, 10000)
-
-
-@dataclass
-class Rollout:
-    """Generated frames (n, H, W, 3) for trajectory frames ``context .. context + n - 1``, the
-    seconds and frames of every step call; ``refused`` holds the memory's error when it refused."""
-
-    frames: np.ndarray
-    context: int
-    step_seconds: np.ndarray
-    step_frames: np.ndarray
-    refused: str | None = None
 
 
 @dataclass
@@ -69,124 +51,6 @@ class ProtocolResult:
     result: dict[str, Any]
     items: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-
-
-def run_rollout(world: Any, frames: np.ndarray, actions: dict[str, np.ndarray], poses: np.ndarray | None,
-                context: int, horizon: int | None = None, progress: Callable[[int], None] | None = None
-                ) -> Rollout:
-    """Seed ``world`` with ``frames[:context]`` and generate up to ``horizon`` frames (default: to the
-    end) following ``actions`` (T-1,) per field (action t leads from frame t to t + 1) and ``poses``."""
-    k, t_len = context, len(frames)
-    end = t_len if horizon is None else min(t_len, k + horizon)
-    chunk = world.config.chunk
-    gen, secs, counts = [], [], []
-    refused = None
-    try:
-        world.reset(frames[None, :k], {n: a[None, : k - 1] for n, a in actions.items()},
-                    poses=None if poses is None else poses[None, :k])
-        for lo in range(k, end, chunk):
-            hi = min(lo + chunk, end)
-            step_acts = {n: a[None, lo - 1: hi - 1] for n, a in actions.items()}  # (1, n) per field
-            t0 = time.perf_counter()
-            out = world.step(step_acts, poses=None if poses is None else poses[None, lo:hi])[0]
-            secs.append(time.perf_counter() - t0)
-            counts.append(hi - lo)
-            gen.append(out)
-            if progress is not None:
-                progress(hi - lo)
-    except MemoryConfigError as exc:  # e.g. the full-context oracle past its budget
-        refused = str(exc)
-    h, w = frames.shape[1:3]
-    return Rollout(np.concatenate(gen) if gen else np.zeros((0, h, w, 3), np.uint8), k,
-                   np.asarray(secs, np.float64), np.asarray(counts, np.int64), refused)
-
-
-class VariantRun:
-    """One memory variant on one suite: the world model, the ground truth at the model's frame size,
-    and the rollouts (kept in memory and as ``cache_dir/<trajectory>.<mode>.npz``)."""
-
-    def __init__(self, name: str, world: Any, suite: Suite, context: int, cache_dir: Path, seed: int = 0,
-                 idm: Any = None, features: Any = None, inception: Any = None,
-                 progress: Callable[[int], None] | None = None):
-        from infworld.data.frames import resize_frames
-
-        self.name, self.world, self.suite, self.context = name, world, suite, context
-        self.cache_dir, self.seed, self.progress = cache_dir, seed, progress
-        self.idm, self.features, self.inception = idm, features, inception
-        size = tuple(world.frame_size)
-        self.trajs = [t for t in suite.trajectories if t.frames > context]
-        self.truth = {t.name: resize_frames(t.episode.frames, size) for t in self.trajs}  # (T, H, W, 3)
-        self._rollouts: dict[tuple[str, str], Rollout] = {}
-        self._events: dict[str, np.ndarray] = {}
-
-    @staticmethod
-    def actions(traj: Trajectory) -> dict[str, np.ndarray]:
-        ep = traj.episode
-        return {"move": ep.move, "view": ep.view, "interact": ep.interact}
-
-    def rollout(self, traj: Trajectory, mode: str = "true") -> Rollout:
-        """The ``true``-action rollout over the whole trajectory, or the ``random``-action one over the
-        suite's action horizon (same context, same noise seed)."""
-        key = (traj.name, mode)
-        if key in self._rollouts:
-            return self._rollouts[key]
-        path = self.cache_dir / f"{traj.name}.{mode}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                ro = Rollout(z["frames"], int(z["context"]), z["step_seconds"], z["step_frames"],
-                             str(z["refused"]) or None)
-            if self.progress is not None:
-                self.progress(len(ro.frames))  # done by an earlier run: count it on the bar
-        else:
-            acts, poses = self.actions(traj), traj.episode.pose
-            horizon = None
-            if mode == "random":
-                horizon = self.suite.action_horizon
-                n = min(horizon, traj.frames - self.context)
-                rnd = random_actions(acts, n, seed=self.seed + 7919 * self.trajs.index(traj))
-                acts = {k: np.concatenate([a[: self.context - 1], rnd[k]]) for k, a in acts.items()}
-                if poses is not None:
-                    poses = np.concatenate([poses[: self.context - 1],
-                                            dead_reckon(poses, self.actions(traj), self.context - 1, rnd)])
-            ro = run_rollout(self.world, self.truth[traj.name], acts, poses, self.context, horizon,
-                             self.progress)
-            buf = io.BytesIO()
-            np.savez_compressed(buf, frames=ro.frames, context=ro.context, step_seconds=ro.step_seconds,
-                                step_frames=ro.step_frames, refused=ro.refused or "")
-            atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
-        self._rollouts[key] = ro
-        return ro
-
-    def history(self, traj: Trajectory, ro: Rollout) -> np.ndarray:
-        """What the model has shown at every frame: the real context, then its own frames."""
-        return np.concatenate([self.truth[traj.name][: ro.context], ro.frames])
-
-    def events(self, traj: Trajectory) -> np.ndarray:
-        """Revisit events (E, 2) [t, s] with s at least a local window before t, t generated; from
-        the suite, or for pose-free data from frame similarity in the model's latent space."""
-        if traj.name not in self._events:
-            ev = traj.events
-            if ev is None:
-                with torch.no_grad():
-                    x = torch.from_numpy(self.truth[traj.name]).permute(0, 3, 1, 2)[None]  # (1, T, 3, H, W)
-                    z = self.world.net.encode(x)[0].float().numpy()  # (T, C, h, w)
-                ev = latent_revisits(z, min_gap=self.world.window)
-            ev = ev[(ev[:, 0] >= self.context) & (ev[:, 0] - ev[:, 1] >= self.world.window)]
-            if len(ev) > MAX_EVENTS:
-                ev = ev[np.unique(np.linspace(0, len(ev) - 1, MAX_EVENTS).round().astype(int))]
-            self._events[traj.name] = ev
-        return self._events[traj.name]
-
-    def usable(self, mode: str = "true") -> tuple[list[tuple[Trajectory, Rollout]], dict[str, str]]:
-        """(trajectory, rollout) pairs the memory did not refuse, and the refused ones with reasons."""
-        ok, skipped = [], {}
-        for t in self.trajs:
-            ro = self.rollout(t, mode)
-            if ro.refused:
-                skipped[t.name] = ro.refused
-            else:
-                ok.append((t, ro))
-        return ok, skipped
 
 
 def _mean(x: Any) -> float | None:

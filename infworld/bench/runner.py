@@ -28,6 +28,7 @@ from typing import Any
 
 from infworld.bench import protocols as P
 from infworld.bench.suites import Suite, build_suite, load_data_suite
+from infworld.bench.variant import VariantRun
 from infworld.data.action_schema import check_action_ids
 from infworld.data.episode import atomic_write_json
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
@@ -88,7 +89,9 @@ def _machine() -> dict[str, Any]:
             "infworld": __version__}
 
 
-def _check_request(memories: list[str], protocols: list[str]) -> None:
+def _check_request(memories: list[str], protocols: list[str], memory_cfg: dict[str, Any],
+                   context: int | None) -> None:
+    """ConfigError (MemoryConfigError for an unknown memory) for a request that cannot run."""
     from infworld.memory.registry import memory_class, memory_names
 
     if not memories:
@@ -101,6 +104,12 @@ def _check_request(memories: list[str], protocols: list[str]) -> None:
     bad = sorted(set(protocols) - set(PROTOCOLS))
     if bad or not protocols:
         raise ConfigError(f"bench: unknown or no protocols {bad or protocols}; valid: {list(PROTOCOLS)}")
+    stray = sorted(set(memory_cfg) - set(memories))
+    if stray:
+        raise ConfigError(f"bench: settings given for memories not benchmarked: {stray} "
+                          f"(variants: {memories})")
+    if context is not None and context < 1:
+        raise ConfigError(f"bench: context must be >= 1 frame, got {context}")
 
 
 def _load_suite(suite: str | None, data: str | os.PathLike | None, context: int | None,
@@ -148,58 +157,26 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
     from infworld.models.loading import resolve_model_dir
     from infworld.world import WorldModel
 
+    # 1. Check the request, load the suite and every variant's model before any work.
     protocols = list(protocols or PROTOCOLS)
-    _check_request(memories, protocols)
     memory_cfg = memory_cfg or {}
-    stray = sorted(set(memory_cfg) - set(memories))
-    if stray:
-        raise ConfigError(f"bench: settings given for memories not benchmarked: {stray} "
-                          f"(variants: {memories})")
-    if context is not None and context < 1:
-        raise ConfigError(f"bench: context must be >= 1 frame, got {context}")
+    _check_request(memories, protocols, memory_cfg, context)
     out = Path(out_dir)
     model_dir = resolve_model_dir(model)  # CheckpointError for an unknown model, before any work
     the_suite = _load_suite(suite, data, context, cache_dir, progress, max_episodes, max_frames)
     k = context or the_suite.context
     if not any(t.frames > k for t in the_suite.trajectories):
         raise DataError(f"no trajectory of suite {the_suite.name} is longer than the context ({k} frames)")
-
-    def make_world(name: str) -> Any:
-        return WorldModel.from_pretrained(str(model_dir), memory=name, memory_cfg=memory_cfg.get(name),
-                                          steps=steps, chunk=chunk, seed=seed)
-
-    worlds = {m: make_world(m) for m in memories}  # every variant is checked before anything runs
+    worlds = {m: WorldModel.from_pretrained(str(model_dir), memory=m, memory_cfg=memory_cfg.get(m),
+                                            steps=steps, chunk=chunk, seed=seed)
+              for m in memories}  # every variant is checked before anything runs
+    _check_worlds(worlds, the_suite)
     first = worlds[memories[0]]
-    for name, world in worlds.items():
-        if world.memory.needs_poses and any(t.episode.pose is None for t in the_suite.trajectories):
-            raise MemoryConfigError(f"memory {name!r} needs poses, but the dataset has none; leave it out")
-    sizes = first.dit.cfg.actions.sizes()
-    for t in the_suite.trajectories:
-        for field, ids in P.VariantRun.actions(t).items():
-            check_action_ids(ids, sizes.get(field, 1), field, path=f"trajectory {t.name}",
-                             whose="the model's")
     settings = {"sampler": first.config.sampler.name, "steps": int(first.config.sampler.steps),
                 "chunk": int(first.config.chunk), "context": int(k), "seed": int(seed)}
-    idm_model = feats = incep = None
-    if "action" in protocols:
-        from infworld.bench.idm import DEFAULT_IDM, load_idm
+    judges = _load_judges(protocols, idm, features, inception)
 
-        try:
-            idm_model = load_idm(idm or DEFAULT_IDM)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc}. The action protocol needs an inverse dynamics model: train one "
-                                  "with `infworld bench train-idm --data data/doom-train --out "
-                                  "checkpoints/doom-idm`, give it with --idm, or leave 'action' out of "
-                                  "--protocols") from exc
-    if "distribution" in protocols:
-        from infworld.bench.features import TokenizerFeatures
-
-        feats = TokenizerFeatures(features)
-        if inception:
-            from infworld.bench.features import InceptionFeatures
-
-            incep = InceptionFeatures()
-
+    # 2. The output folder, and whether an earlier run there asked for the same thing.
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -209,42 +186,19 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
     _check_run_file(out, {"model": str(model_dir.resolve()), "suite": suite_id,
                           "data": str(Path(data).resolve()) if data else None, "settings": settings})
 
+    # 3. Every variant through every protocol (finished parts are read back).
     variants: dict[str, Any] = {}
     items: dict[str, dict[str, dict[str, float]]] = {c: {} for c in ELO_METRICS}
     clips: dict[str, list[Path]] = {}
+    params = int(sum(p.numel() for p in first.net.parameters()))
+    del first
     for name in memories:
-        world = worlds[name]
-        mem_settings = memory_settings(world.memory)
-        entry: dict[str, Any] = {"memory": {"name": name, "settings": mem_settings}}
-        todo = [p for p in protocols if not (out / "parts" / f"{name}.{p}.json").is_file()]
-        total = _planned_frames(the_suite, k, todo)
-        bar = _Bar(total, f"bench {name}", progress and total > 0)
-        run = P.VariantRun(name, world, the_suite, k, out / "rollouts" / name, seed=seed, idm=idm_model,
-                           features=feats, inception=incep, progress=bar.update)
-        skipped: dict[str, dict[str, str]] = {}
-        for proto in protocols:
-            part_path = out / "parts" / f"{name}.{proto}.json"
-            if part_path.is_file():
-                part = _read_part(part_path, world.memory)
-            else:
-                bar.note(proto)
-                t0 = time.perf_counter()
-                res: P.ProtocolResult = getattr(P, proto)(run)
-                part = {"variant": name, "protocol": proto, "memory": mem_settings, "result": res.result,
-                        "items": res.items, "skipped": res.skipped, "seconds": time.perf_counter() - t0}
-                atomic_write_json(part_path, part)
-            entry[proto] = part["result"]
-            for crit, scores in part.get("items", {}).items():
-                items.setdefault(crit, {})[name] = scores
-            if part.get("skipped"):
-                skipped[proto] = part["skipped"]
-        bar.close()
-        if skipped:
-            entry["skipped"] = skipped
-        variants[name] = entry
+        run = VariantRun(name, worlds.pop(name), the_suite, k, out / "rollouts" / name, seed=seed, **judges)
+        variants[name] = _run_variant(run, protocols, out, items, progress)
         clips[name] = _write_clips(run, out / "clips")
-        del run, worlds[name]  # free the model before the next variant
+        del run  # free the model before the next variant
 
+    # 4. Ratings, results.json and the report.
     _add_common_means(variants)
     from infworld.bench import elo as elo_mod
     from infworld.bench.schema import SCHEMA_ID, validate_results
@@ -255,8 +209,7 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
         "schema": SCHEMA_ID,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "suite": suite_desc,
-        "model": {"name": str(model), "path": str(model_dir),
-                  "params": int(sum(p.numel() for p in first.net.parameters()))},
+        "model": {"name": str(model), "path": str(model_dir), "params": params},
         "machine": _machine(),
         "settings": settings,
         "variants": variants,
@@ -268,6 +221,78 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
 
     write_report(results, out, {v: c for v, c in clips.items() if c})
     return results
+
+
+def _check_worlds(worlds: dict[str, Any], suite: Suite) -> None:
+    """MemoryConfigError for a variant needing poses the data lacks; DataError for action ids outside
+    the model's range."""
+    for name, world in worlds.items():
+        if world.memory.needs_poses and any(t.episode.pose is None for t in suite.trajectories):
+            raise MemoryConfigError(f"memory {name!r} needs poses, but the dataset has none; leave it out")
+    sizes = next(iter(worlds.values())).dit.cfg.actions.sizes()
+    for t in suite.trajectories:
+        for field, ids in VariantRun.actions(t).items():
+            check_action_ids(ids, sizes.get(field, 1), field, path=f"trajectory {t.name}",
+                             whose="the model's")
+
+
+def _load_judges(protocols: list[str], idm: str | None, features: str, inception: bool) -> dict[str, Any]:
+    """The models that judge rollouts, for :class:`VariantRun`: the IDM (action protocol), the
+    FD-ours features and, with ``inception``, the Inception network (distribution protocol)."""
+    judges: dict[str, Any] = {"idm": None, "features": None, "inception": None}
+    if "action" in protocols:
+        from infworld.bench.idm import DEFAULT_IDM, load_idm
+
+        try:
+            judges["idm"] = load_idm(idm or DEFAULT_IDM)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}. The action protocol needs an inverse dynamics model: train one "
+                                  "with `infworld bench train-idm --data data/doom-train --out "
+                                  "checkpoints/doom-idm`, give it with --idm, or leave 'action' out of "
+                                  "--protocols") from exc
+    if "distribution" in protocols:
+        from infworld.bench.features import TokenizerFeatures
+
+        judges["features"] = TokenizerFeatures(features)
+        if inception:
+            from infworld.bench.features import InceptionFeatures
+
+            judges["inception"] = InceptionFeatures()
+    return judges
+
+
+def _run_variant(run: VariantRun, protocols: list[str], out: Path,
+                 items: dict[str, dict[str, dict[str, float]]], progress: bool) -> dict[str, Any]:
+    """One variant's results entry: each protocol measured (written to parts/ atomically) or read back
+    from an earlier run; its per-item scores are added to ``items`` (criterion -> variant -> scores)."""
+    name, memory = run.name, run.world.memory
+    mem_settings = memory_settings(memory)
+    entry: dict[str, Any] = {"memory": {"name": name, "settings": mem_settings}}
+    todo = [p for p in protocols if not (out / "parts" / f"{name}.{p}.json").is_file()]
+    total = _planned_frames(run.suite, run.context, todo)
+    bar = _Bar(total, f"bench {name}", progress and total > 0)
+    run.progress = bar.update
+    skipped: dict[str, dict[str, str]] = {}
+    for proto in protocols:
+        part_path = out / "parts" / f"{name}.{proto}.json"
+        if part_path.is_file():
+            part = _read_part(part_path, memory)
+        else:
+            bar.note(proto)
+            t0 = time.perf_counter()
+            res: P.ProtocolResult = getattr(P, proto)(run)
+            part = {"variant": name, "protocol": proto, "memory": mem_settings, "result": res.result,
+                    "items": res.items, "skipped": res.skipped, "seconds": time.perf_counter() - t0}
+            atomic_write_json(part_path, part)
+        entry[proto] = part["result"]
+        for crit, scores in part.get("items", {}).items():
+            items.setdefault(crit, {})[name] = scores
+        if part.get("skipped"):
+            skipped[proto] = part["skipped"]
+    bar.close()
+    if skipped:
+        entry["skipped"] = skipped
+    return entry
 
 
 def _add_common_means(variants: dict[str, Any]) -> None:
@@ -331,7 +356,7 @@ def _read_part(path: Path, memory: Any) -> dict[str, Any]:
     return part
 
 
-def _write_clips(run: P.VariantRun, clip_dir: Path) -> list[Path]:
+def _write_clips(run: VariantRun, clip_dir: Path) -> list[Path]:
     """One side-by-side clip (history | ground truth) per trajectory kind, from rollouts already made."""
     from infworld.eval.video import side_by_side, write_mp4
 

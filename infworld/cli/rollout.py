@@ -15,6 +15,9 @@ drawn action is held for 2..8 frames). Outputs, each written atomically, ``rollo
                      (KV cache + memory after the chunk ending at generated frame g),
                      frame_seconds [[g, s/frame]...] (chunk starting at generated frame g),
                      per-frame psnr vs ground truth where there is one, and the settings.
+
+The generation loop is :func:`infworld.streaming.free_rollout` (shared with the bench and
+benchmarks/world_core.py); this module parses the request, loads, and writes the outputs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import io
 import resource
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +38,10 @@ from infworld.data.outputs import check_output_dir
 from infworld.device import check_device
 from infworld.errors import DataError
 from infworld.memory.registry import parse_settings
+
+if TYPE_CHECKING:
+    from infworld.data.episode import DatasetMeta, Episode
+    from infworld.world import WorldModel
 
 CONTINUATIONS = ("cycle", "random")
 
@@ -105,17 +114,8 @@ def action_schedule(ep_actions: dict[str, np.ndarray], start: int, count: int, m
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command: check the request, load the episode and the model, roll out, write the outputs."""
     import torch
-
-    from infworld.data.episode import (
-        atomic_write_bytes,
-        atomic_write_json,
-        list_episodes,
-        read_episode,
-        read_meta,
-    )
-    from infworld.eval.video import VideoWriter, psnr, side_by_side
-    from infworld.world import WorldModel
 
     # 1. Check the request before anything is loaded or written.
     check_at_least(args, 1, "context", "frames", "chunk", "steps", "window", "scale", "threads")
@@ -124,17 +124,49 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     root, index = parse_episode(args.episode)
+    ep, path, meta = _read_episode(root, index, args.context)
+    # 2. The model, and whether the episode fits it.
+    world = _load_world(args, ep, path, meta, root)
+    # 3. Generate chunk by chunk, streaming the video; 4. write the results.
+    report = _roll_out(args, world, ep, meta, out)
+    report.update({"model": str(args.model), "episode": str(path), "context": args.context,
+                   "chunk": world.config.chunk, "memory": world.memory.name, "window": world.window,
+                   "sampler": {"name": world.config.sampler.name, "steps": world.config.sampler.steps,
+                               "shift": world.config.sampler.shift,
+                               "cfg_scale": world.config.sampler.cfg_scale},
+                   "seed": args.seed, "continuation": args.continuation})
+    from infworld.data.episode import atomic_write_json
+
+    atomic_write_json(out / "rollout.json", report)
+    n, psnrs = report["frames"], report["psnr"]
+    mean = f"{report['psnr_mean']:.2f} dB" if psnrs else "n/a"
+    print(f"rollout: {n} frames in {report['seconds']:.1f} s ({report['fps']:.1f} fps), PSNR vs truth {mean} "
+          f"over {len(psnrs)} frames -> {out}")
+    return 0
+
+
+def _read_episode(root: str, index: int, k: int) -> tuple[Episode, Path, DatasetMeta]:
+    """Episode ``index`` of dataset ``root`` (name order), its path and the dataset's meta; DataError
+    when it does not exist or is shorter than the ``k`` context frames."""
+    from infworld.data.episode import list_episodes, read_episode, read_meta
+
     meta = read_meta(root)
     paths = list_episodes(root)
     if not 0 <= index < len(paths):
         raise DataError(f"episode index {index} out of range: the dataset has {len(paths)} episode(s) "
                         f"(valid 0..{len(paths) - 1})", path=root)
     ep = read_episode(paths[index], meta=meta)
-    t_ep, k = len(ep), args.context
-    if t_ep < k:
-        raise DataError(f"episode has {t_ep} frames, fewer than --context {k}", path=str(paths[index]))
+    if len(ep) < k:
+        raise DataError(f"episode has {len(ep)} frames, fewer than --context {k}", path=str(paths[index]))
+    return ep, paths[index], meta
 
-    # 2. The model, and whether the episode fits it.
+
+def _load_world(args: argparse.Namespace, ep: Episode, path: Path, meta: DatasetMeta,
+                root: str) -> WorldModel:
+    """The exported model with the requested memory and overrides; DataError when the episode's frame
+    size or action ids do not fit it."""
+    from infworld.world import WorldModel
+
     memory_cfg = parse_settings(args.memory_opt)
     if args.window:
         memory_cfg["budget"] = args.window
@@ -146,54 +178,64 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"frames are {tuple(meta.size)} but the model was trained on "
                         f"{tuple(world.frame_size)}", path=root, field="size")
     sizes = world.dit.cfg.actions.sizes()
-    ep_actions = {"move": ep.move, "view": ep.view, "interact": ep.interact}
-    for name, a in ep_actions.items():
-        check_action_ids(a, sizes[name], name, path=str(paths[index]), whose="the model's")
+    for name, a in _episode_actions(ep).items():
+        check_action_ids(a, sizes[name], name, path=str(path), whose="the model's")
+    return world
 
-    # 3. Generate chunk by chunk.
-    f_total, chunk = args.frames, world.config.chunk
-    acts = action_schedule(ep_actions, k - 1, f_total, args.continuation, args.seed)  # (F,) per field
-    # Poses go to the memory whenever the episode has them (pose-free strategies ignore them).
-    poses = ep.pose[None, :k] if ep.pose is not None else None
-    world.reset(ep.frames[None, :k], {n: a[None, : k - 1] for n, a in ep_actions.items()}, poses=poses)
-    gen = np.zeros((f_total, *meta.size, 3), dtype=np.uint8)
+
+def _episode_actions(ep: Episode) -> dict[str, np.ndarray]:
+    return {"move": ep.move, "view": ep.view, "interact": ep.interact}
+
+
+def _roll_out(args: argparse.Namespace, world: WorldModel, ep: Episode, meta: DatasetMeta,
+              out: Path) -> dict[str, Any]:
+    """Run the rollout through :func:`infworld.streaming.free_rollout`, write generated.npz and
+    video.mp4 (atomically), and return the measured part of rollout.json."""
+    import torch
+
+    from infworld.data.episode import atomic_write_bytes
+    from infworld.eval.video import VideoWriter, psnr, side_by_side
+    from infworld.streaming import Chunk, free_rollout
+
+    k, f_total, t_ep = args.context, args.frames, len(ep)
+    ep_actions = _episode_actions(ep)
+    sched = action_schedule(ep_actions, k - 1, f_total, args.continuation, args.seed)  # (F,) per field
+    # (1, K - 1 + F) per field: the context's transitions, then one per generated frame
+    acts = {n: np.concatenate([a[: k - 1], sched[n]])[None] for n, a in ep_actions.items()}
+    # Poses go to the memory whenever the episode has them (pose-free strategies ignore them); a chunk
+    # that reaches past the episode's end steps without poses.
+    poses = ep.pose[None] if ep.pose is not None else None
     mem_bytes, frame_secs, psnrs = [], [], []
     fps = args.fps or max(1.0, min(30.0, meta.fps / max(1, meta.frame_skip)))
-    show = not args.no_progress and sys.stderr.isatty()
     bar = None
-    if show:
+    if not args.no_progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=f_total, unit="frame", desc="rollout", file=sys.stderr)
     t0 = time.perf_counter()
     with torch.inference_mode(), VideoWriter(out / "video.mp4", fps=fps, scale=args.scale) as video:
-        for lo in range(0, f_total, chunk):
-            hi = min(lo + chunk, f_total)
-            t_chunk = time.perf_counter()
-            step_poses = None
-            if ep.pose is not None and k + hi <= t_ep:
-                step_poses = ep.pose[None, k + lo : k + hi]
-            step_acts = {n: a[None, lo:hi] for n, a in acts.items()}  # (1, n) per field
-            frames = world.step(step_acts, poses=step_poses)[0]  # (n, H, W, 3)
-            frame_secs.append([lo, (time.perf_counter() - t_chunk) / (hi - lo)])
-            mem_bytes.append([hi - 1, world.state_nbytes()])
-            gen[lo:hi] = frames
-            for j, frame in enumerate(frames):
-                e = k + lo + j  # episode frame index of this generated frame
+
+        def on_chunk(c: Chunk) -> None:
+            frame_secs.append([c.start, c.seconds / (c.stop - c.start)])
+            mem_bytes.append([c.stop - 1, world.state_nbytes()])
+            for j, frame in enumerate(c.frames[0]):
+                e = k + c.start + j  # episode frame index of this generated frame
                 truth = ep.frames[e] if e < t_ep else None
                 if truth is not None:
                     psnrs.append(float(psnr(frame, truth)))
                 video.write(side_by_side(frame, truth))
             if bar is not None:
-                bar.update(hi - lo)
+                bar.update(c.stop - c.start)
+
+        gen = free_rollout(world, ep.frames[None, :k], acts, poses, on_chunk=on_chunk)[0]  # (F, H, W, 3)
         seconds = time.perf_counter() - t0
-        # 4. Write the results (the video is renamed into place when the block exits).
+        # the video is renamed into place when the block exits
         buf = io.BytesIO()
         np.savez_compressed(buf, frames=gen)
         atomic_write_bytes(out / "generated.npz", lambda f: f.write(buf.getvalue()))
     if bar is not None:
         bar.close()
-    report = {
+    return {
         "frames": f_total,
         "seconds": seconds,
         "fps": f_total / max(seconds, 1e-9),
@@ -203,19 +245,4 @@ def run(args: argparse.Namespace) -> int:
         "psnr": psnrs,
         "psnr_mean": float(np.mean(psnrs)) if psnrs else None,
         "frames_with_ground_truth": len(psnrs),
-        "model": str(args.model),
-        "episode": str(paths[index]),
-        "context": k,
-        "chunk": chunk,
-        "memory": world.memory.name,
-        "window": world.window,
-        "sampler": {"name": world.config.sampler.name, "steps": world.config.sampler.steps,
-                    "shift": world.config.sampler.shift, "cfg_scale": world.config.sampler.cfg_scale},
-        "seed": args.seed,
-        "continuation": args.continuation,
     }
-    atomic_write_json(out / "rollout.json", report)
-    mean = f"{report['psnr_mean']:.2f} dB" if psnrs else "n/a"
-    print(f"rollout: {f_total} frames in {seconds:.1f} s ({report['fps']:.1f} fps), PSNR vs truth {mean} "
-          f"over {len(psnrs)} frames -> {out}")
-    return 0

@@ -302,6 +302,7 @@ class WorldTask:
         """Val loss and teacher-forced next-frame PSNR (dB) on up to ``max_batches`` val batches."""
         from infworld.eval.video import psnr
         from infworld.memory.registry import make_memory
+        from infworld.streaming import teacher_forcing
         from infworld.world import RolloutConfig, WorldModel
 
         if self.recipe.data.val_episodes == 0:
@@ -339,14 +340,11 @@ class WorldTask:
                     # per-transition actions (B, r (L-1)); video mode: latents 1.. of the clip, ungrouped
                     acts = {key: (batch[key][:, 1:].flatten(1) if r > 1 else batch[key]).cpu().numpy()
                             for key in ACTION_KEYS}
-                    engine.reset(gt[:, : 1 + r * (k - 1)],
-                                 {key: a[:, : r * (k - 1)] for key, a in acts.items()})
-                    for j in range(k, length):  # latent frame j: video frames 1 + r (j-1) .. r j
-                        lo = r * (j - 1)
-                        step = {key: a[:, lo : lo + r] for key, a in acts.items()}
-                        pred = engine.step(step, commit=False)  # (B, r, H, W, 3)
-                        psnrs.extend(psnr(pred[:, i], gt[:, 1 + lo + i]) for i in range(r))
-                        engine.observe(gt[:, 1 + lo : 1 + lo + r], step)
+                    # each latent frame j >= k (video frames 1 + r (j-1) .. r j) from the real ones before it
+                    ctx = 1 + r * (k - 1)  # video frames of k latent frames
+                    clip = gt[:, : 1 + r * (length - 1)]  # (B, 1 + r (L-1), H, W, 3)
+                    pred = teacher_forcing(engine, clip, acts, ctx)  # (B, r (L - k), H, W, 3)
+                    psnrs.extend(psnr(pred[:, i], gt[:, ctx + i]) for i in range(pred.shape[1]))
         finally:
             net.train(was_training)
         loss, loss_shuf = float(np.mean(losses)), float(np.mean(shuffled))
