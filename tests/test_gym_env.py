@@ -1,30 +1,36 @@
-"""The world model as a gymnasium.Env: env_checker, shapes, truncation, seeded determinism."""
+"""The world model as a gymnasium.Env: env_checker, shapes, truncation, seeded determinism, built on
+the streaming engine (not the play server), dead-reckoned poses for pose-based memories."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 from test_play_server import build_play_model
 
-from infworld.errors import DataError
+from infworld.errors import ConfigError, DataError
 
 gymnasium = pytest.importorskip("gymnasium")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
+from infworld.driving import load_world  # noqa: E402
 from infworld.gym_env import ENV_ID, WorldModelEnv, make_env, register_envs  # noqa: E402
-from infworld.serve.session import EngineFactory  # noqa: E402
+from infworld.memory.deadreckon import DeadReckoner  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     model, starts, _ = build_play_model(tmp_path_factory.mktemp("gym"))
-    return {"model": model, "starts": starts, "factory": EngineFactory.load(str(model), "window")}
+    return {"model": model, "starts": starts}
 
 
-def env_for(tiny, **kw) -> WorldModelEnv:
-    return WorldModelEnv(tiny["factory"], starts=tiny["starts"], **kw)
+def env_for(tiny, memory="window", memory_cfg=None, **kw) -> WorldModelEnv:
+    """An env around its own engine (an env drives the WorldModel it is given)."""
+    world = load_world(str(tiny["model"]), memory, memory_cfg=memory_cfg)
+    return WorldModelEnv(world, starts=tiny["starts"], **kw)
 
 
 def test_passes_the_gymnasium_env_checker(tiny):
@@ -89,3 +95,33 @@ def test_make_env_and_the_registered_id(tiny):
     env.close()
     env = gymnasium.make(f"infworld.gym_env:{ENV_ID}", model=str(tiny["model"]), starts=tiny["starts"])
     assert env.unwrapped.max_episode_steps == 1000 and env.spec.max_episode_steps == 1000
+
+
+def test_the_env_drives_the_engine_without_the_play_server():
+    code = ("import sys, infworld.gym_env; "
+            "print(sorted(m for m in sys.modules if m.startswith('infworld.serve.s')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['infworld.serve.starts']"  # starting frames only: no session, no server
+
+
+def test_pose_memories_get_dead_reckoned_poses(tiny):
+    """A memory that insists on poses gets them from the one DeadReckoner, step by step."""
+    env = env_for(tiny, "vrag", memory_cfg={"poses": "given"})
+    assert env.poses is not None
+    env.reset(seed=0, options={"start": 1})
+    start = env.poses.pose.copy()
+    moves, views = [7, 7, 3, 4], [4, 7, 7, 1]
+    for m, v in zip(moves, views, strict=True):
+        _, _, _, _, info = env.step(np.array([m, v, 0]))
+    np.testing.assert_allclose(env.poses.pose, DeadReckoner().track(start, moves, views)[-1], atol=1e-3)
+    assert info["memory"] == "vrag" and info["frame"] == tiny["starts"].context - 1 + len(moves)
+
+
+def test_the_real_twin_of_a_model_must_share_its_action_space(tiny):
+    """make_env(real=True) refuses a game whose interact ids are not the model's (none/use vs ViZDoom's
+    none/use/attack): the two envs would not take the same actions."""
+    pytest.importorskip("vizdoom")
+    from test_play_server import doom_starts
+
+    with pytest.raises(ConfigError, match="would not share an action space"):
+        make_env(str(tiny["model"]), real=True, starts=doom_starts())

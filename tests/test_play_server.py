@@ -15,7 +15,7 @@ from test_rollout_cli import train_and_export
 
 from infworld.cli import main
 from infworld.cli.play import is_loopback, loop_length, walk_script
-from infworld.errors import DataError
+from infworld.errors import ConfigError, DataError
 from infworld.memory.deadreckon import DeadReckonConfig, DeadReckoner
 from infworld.serve.server import ServerConfig, create_app
 from infworld.serve.session import EngineFactory, Session, SessionConfig
@@ -308,3 +308,77 @@ def test_cli_make_starts_and_headless_walk(play, tmp_path, capsys):
     assert main(["play", "--headless", "--model", str(play["model"]), "--starts", str(out), "--frames", "3",
                  "--frames-per-action", "5", "--out", str(tmp_path / "x.mp4")]) == 2
     assert "frames_per_action" in capsys.readouterr().err
+
+
+def doom_starts(size=(32, 32), count=2, context=3, lead=4) -> Starts:
+    """Starts recorded in the real ViZDoom at ``size`` with interact ids 0/1 only (the tiny model's
+    vocabulary none/use), each with the replay (seed + every action) that reaches it."""
+    from infworld.envs.gym_real import RealGameEnv
+
+    game = RealGameEnv("vizdoom", size=size)
+    pattern = [(7, 4, 0), (7, 7, 0), (4, 7, 1), (5, 4, 0), (7, 1, 0)]
+    fields = ("move", "view", "interact")
+    frames, acts, replay = [], {k: [] for k in fields}, {k: [] for k in fields}
+    try:
+        for k in range(count):
+            shown = [game.reset(options={"game_seed": 11 + k})[0]]
+            seq = [pattern[(k + t) % len(pattern)] for t in range(lead + context - 1)]
+            shown += [game.step(np.array(a))[0] for a in seq]
+            frames.append(np.stack(shown[lead:lead + context]))
+            for j, name in enumerate(fields):
+                acts[name].append([a[j] for a in seq[lead:]])
+                replay[name].append([a[j] for a in seq])
+    finally:
+        game.close()
+    meta = {"env": "vizdoom", "scenario": "my_way_home", "interact_vocab": ["none", "use"], "frame_skip": 4,
+            "monsters": False, "turn_deg": 14.0}
+    return Starts(np.stack(frames), {k: np.array(v) for k, v in acts.items()},
+                  np.full((count, context, 5), np.nan, np.float32), [f"doom {k}" for k in range(count)], meta,
+                  replay={"seed": np.arange(11, 11 + count), **{k: np.array(v) for k, v in replay.items()}})
+
+
+def test_real_reference_plays_the_game_beside_the_model(play, tmp_path, capsys):
+    pytest.importorskip("vizdoom")
+    from infworld.envs.gym_real import RealGameEnv
+
+    starts = doom_starts()
+    app = create_app(play["factory"], starts=starts,
+                     config=ServerConfig(real_reference=True, session=SessionConfig(max_log_frames=5)))
+    twin = RealGameEnv("vizdoom", size=(32, 32), starts=starts)  # what the reference must show
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        hello, first = opened(ws)
+        assert hello["reference"] == {"env": "vizdoom", "scenario": "my_way_home", "replay": True}
+        ref = first["reference"]
+        assert ref["from"] == "start" and ref["exact"] is True and not ref["ended"]
+        assert np.array_equal(decode(ref["images"][0]), starts.frames[0, -1])  # the model's start frame
+        twin.reset(options={"start": 0})
+        for a in ([7, 4, 0], [4, 7, 1]):
+            got = act(ws, *a)
+            assert len(got["reference"]["images"]) == 1 and got["reference"]["applied"] == a
+            assert np.array_equal(decode(got["reference"]["images"][0]), twin.step(np.array(a))[0])
+        ws.send_text(json.dumps({"type": "reset", "start": 1}))
+        r = ws.receive_json()
+        assert np.array_equal(decode(r["reference"]["images"][0]), starts.frames[1, -1])
+        act(ws)
+        video = client.get("/download.mp4", params={"session": hello["session"]})
+        path = tmp_path / "pair.mp4"
+        path.write_bytes(video.content)
+        assert imageio.mimread(path)[0].shape == (32 * 4, 64 * 4, 3)  # model | game
+    twin.close()
+    # a start without a recorded game state: the game begins at the scenario start, and says so
+    bare = Starts(starts.frames, starts.actions, starts.poses, starts.names, starts.meta)
+    app = create_app(play["factory"], starts=bare, config=ServerConfig(real_reference=True))
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        hello, first = opened(ws)
+        assert hello["reference"]["replay"] is False and first["reference"]["from"] == "scenario start"
+    # starts of a game infworld cannot run: refused when the app is made
+    with pytest.raises(ConfigError, match="real-reference"):
+        create_app(play["factory"], starts=play["starts"], config=ServerConfig(real_reference=True))
+    # headless: the video is side by side, and the printout compares model and game
+    out = starts.save(tmp_path / "doom_starts.npz")
+    video = tmp_path / "walk.mp4"
+    assert main(["play", "--headless", "--real-reference", "--model", str(play["model"]), "--starts",
+                 str(out), "--frames", "4", "--out", str(video), "--scale", "1"]) == 0
+    assert "real game beside the model (from the same start" in capsys.readouterr().out
+    frames = imageio.mimread(video)
+    assert len(frames) == 5 and frames[0].shape == (32, 64, 3)

@@ -3,6 +3,7 @@
     infworld play [--model doom-tiny] [--memory NAME] [--steps N] [--port 8000] [--host 127.0.0.1]
                   [--no-browser] [--max-sessions 4] [--frames-per-action 1] [--image png|jpeg]
     infworld play --headless --frames 1000 --out walk.mp4 [--start 0]
+    infworld play --real-reference [--headless ...]   the real game beside the model, same keys
     infworld play --make-starts DATA_DIR|collect --model NAME [--out FILE] [--count 8] [--context 8]
 
 The server binds 127.0.0.1 (this machine only) unless ``--host`` says otherwise. Open the printed
@@ -12,6 +13,12 @@ address, click the picture, then W/S/A/D to walk, arrow keys to turn, E/Space to
 turn, back to the start, a half turn back, again and again, so every loop revisits the start
 view. It prints the generation speed and the PSNR of each return to the first view (the memory's
 consistency on the revisit).
+
+``--real-reference`` runs the real game (ViZDoom, Crafter: the one the starts were recorded in)
+beside the model with the same actions: the page shows both frames side by side, the headless video
+puts them side by side (model left, game right) and prints the PSNR of model vs game. Both begin
+from the same frame when the start records its game state (a replay, serve/starts.py); otherwise the
+game begins at the scenario's start with ``--seed`` (serve/reference.py).
 
 Starting frames come from ``<model dir>/starts.npz``; without one, a short ViZDoom collector run
 makes them. ``--make-starts`` writes that file from a dataset folder, or ``collect`` for the
@@ -60,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-frames", type=int, default=2000, help="last N frames kept per tab for the MP4")
     p.add_argument("--image", choices=("png", "jpeg"), default="png", help="frame encoding on the wire")
     p.add_argument("--headless", action="store_true", help="write a scripted walk to --out instead")
+    p.add_argument("--real-reference", action="store_true",
+                   help="run the real game beside the model with the same keys (side by side)")
     p.add_argument("--frames", type=int, default=1000, help="--headless: frames to generate")
     p.add_argument("--start", type=int, default=0, help="--headless: starting context")
     p.add_argument("--scale", type=int, default=4, help="--headless: video pixel scale")
@@ -189,31 +198,51 @@ def make_starts(args: argparse.Namespace, model: str) -> int:
 
 
 def headless(args: argparse.Namespace, factory, starts) -> int:
-    """The scripted walk with revisits, written as a video; prints fps and the revisit PSNR."""
-    import torch
-
-    from infworld.eval.video import VideoWriter, psnr
+    """The scripted walk with revisits, written as a video; prints fps and the revisit PSNR (and,
+    with ``--real-reference``, the real game beside the model and their PSNR)."""
     from infworld.serve.session import Session, SessionConfig
 
     cfg = SessionConfig(max_log_frames=0, frames_per_action=args.frames_per_action, seed=args.seed)
-    session = Session(factory, starts, cfg)
+    reference = None
+    if args.real_reference:
+        from infworld.serve.reference import RealReference
+
+        reference = RealReference.open(starts, factory.frame_size, factory.accepted_actions["interact"],
+                                       seed=args.seed)
+    session = Session(factory, starts, cfg, reference=reference)
+    try:
+        return walk(args, factory, session)
+    finally:
+        session.close()
+
+
+def walk(args: argparse.Namespace, factory, session) -> int:
+    """Play the walk script in ``session`` and write the video (see :func:`headless`)."""
+    import torch
+
+    from infworld.eval.video import VideoWriter, psnr
+
+    starts = session.starts
     turn = float(starts.meta.get("turn_deg") or 0.0)
     moves, views = walk_script(args.frames, turn)
     period = loop_length(turn)
     n = args.frames_per_action
     first = session.reset(args.start)[0]
     returns = []  # PSNR of each return to the start view vs the first view
+    vs_game = []  # PSNR of each model frame vs the real game's (with --real-reference)
     fps = session.video_fps()
     t0 = time.perf_counter()
     with torch.inference_mode(), VideoWriter(args.out, fps=fps, scale=args.scale) as video:
-        video.write(first)
+        video.write(session.side_by_side(first[None])[0])  # model | game side by side with a reference
         for lo in range(0, args.frames, n):
             hi = min(lo + n, args.frames)
             frames = session.step_actions(moves[lo:hi], views[lo:hi], [0] * (hi - lo))
-            for j, frame in enumerate(frames):
+            for j, frame in enumerate(session.side_by_side(frames)):
                 video.write(frame)
+                if session.reference is not None:
+                    vs_game.append(float(psnr(frames[j], session.reference_frames[j])))
                 if (lo + j + 1) % period == 0:
-                    returns.append(float(psnr(frame, first)))
+                    returns.append(float(psnr(frames[j], first)))
         seconds = time.perf_counter() - t0
     fps_gen = args.frames / max(seconds, 1e-9)
     s = factory.template.config.sampler
@@ -222,6 +251,13 @@ def headless(args: argparse.Namespace, factory, starts) -> int:
     if returns:
         print(f"play: back at the start {len(returns)} times (every {period} frames); PSNR vs the first "
               f"view: first {returns[0]:.2f} dB, mean {np.mean(returns):.2f} dB, last {returns[-1]:.2f} dB")
+    if session.reference is not None:
+        ref = session.reference.status()
+        where = ("from the same start" if ref["from"] == "start" else
+                 "from the scenario start: this start has no recorded game state, so the views differ")
+        print(f"play: real game beside the model ({where}{'; the game ended' if ref['ended'] else ''}); "
+              f"PSNR model vs game: first {vs_game[0]:.2f} dB, mean {np.mean(vs_game):.2f} dB, "
+              f"last {vs_game[-1]:.2f} dB")
     return 0
 
 
@@ -233,7 +269,7 @@ def serve(args: argparse.Namespace, factory, starts, sock: socket.socket) -> int
     from infworld.serve.session import SessionConfig
 
     config = ServerConfig(max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
-                          image_format=args.image,
+                          image_format=args.image, real_reference=args.real_reference,
                           session=SessionConfig(max_log_frames=args.log_frames,
                                                 frames_per_action=args.frames_per_action, seed=args.seed))
     app = create_app(factory, starts=starts, config=config)

@@ -17,8 +17,14 @@ server -> client
    "generated": n, "fps": engine fps, "latency_ms": server time for this message,
    "timing": {"generate_ms", "encode_ms"}, "memory": name, "held": frames held, "capacity": most it
    holds, "budget": most frames a read returns, "fill": held / capacity, "sources": [frame indices
-   the memory read], "state_bytes": ..., "t": echo}
+   the memory read], "state_bytes": ..., "t": echo,
+   "reference": {"images": [...], "from": "start" | "scenario start", "exact", "ended", "pose",
+                 "applied"}}                           only with a real-game reference (reference.py)
   {"type": "error", "code": ..., "message": ...}       the session lives on (except busy / idle)
+
+With ``real_reference`` every session also runs the real game (serve/reference.py) with the same
+actions; "hello" then carries ``"reference": {"env", "scenario", "replay"}`` and each frame the
+game's frames, and the MP4 shows both side by side.
 
 ``GET /download.mp4?session=ID`` returns the session's frames (the last ``max_log_frames`` since the
 last reset) as MP4. The session id is a random token only its own tab learns (in "hello").
@@ -66,6 +72,7 @@ class ServerConfig:
     max_message_bytes: int = 4096
     image_format: str = "png"  # png (lossless) | jpeg
     jpeg_quality: int = 90
+    real_reference: bool = False  # run the real game beside the model in every session
     session: SessionConfig = field(default_factory=SessionConfig)
 
     def check(self) -> None:
@@ -192,6 +199,24 @@ class PlayServer:
         self.config = config
         self.sessions = SessionRegistry(config.max_sessions)
         self.compute = threading.Lock()
+        self.reference_info: dict[str, Any] | None = None
+        if config.real_reference:  # open one game now: a starts file no game can replay fails at start-up
+            probe = self.open_reference()
+            game = probe.game.spec_game
+            self.reference_info = {"env": game.name, "scenario": game.scenario, "replay": starts.has_replay}
+            probe.close()
+
+    def open_reference(self):
+        """A new real-game reference for one session (serve/reference.py)."""
+        from infworld.serve.reference import RealReference
+
+        num_interact = self.factory.accepted_actions["interact"]
+        return RealReference.open(self.starts, self.factory.frame_size, num_interact,
+                                  seed=self.config.session.seed)
+
+    def new_session(self) -> Session:
+        reference = self.open_reference() if self.config.real_reference else None
+        return Session(self.factory, self.starts, self.config.session, reference=reference)
 
     def hello(self, session: Session) -> dict[str, Any]:
         meta = self.starts.meta
@@ -200,7 +225,8 @@ class PlayServer:
                 "starts": list(self.starts.names), "interact_vocab": list(vocab),
                 "has_pitch": bool(meta.get("has_pitch", True)), "frames_per_action":
                 session.config.frames_per_action, "max_message_bytes": self.config.max_message_bytes,
-                "image_format": self.config.image_format, "download": f"download.mp4?session={session.id}"}
+                "image_format": self.config.image_format, "download": f"download.mp4?session={session.id}",
+                "reference": self.reference_info}
 
     async def run(self, fn, *args: Any) -> Any:
         """Run a blocking engine call in a worker thread, one at a time."""
@@ -218,6 +244,9 @@ class PlayServer:
         enc_s = time.perf_counter() - t0
         msg = {"type": "frame", "images": images, "format": fmt, **session.status(),
                "timing": {"generate_ms": round(gen_s * 1e3, 3), "encode_ms": round(enc_s * 1e3, 3)}}
+        if session.reference_frames is not None:
+            msg["reference"]["images"] = [base64.b64encode(encode_image(f, fmt, q)).decode("ascii")
+                                          for f in session.reference_frames]
         msg["latency_ms"] = round((time.perf_counter() - t_recv) * 1e3, 3)
         if echo is not None:
             msg["t"] = echo
@@ -247,7 +276,12 @@ class PlayServer:
 
         await ws.accept()
         cfg = self.config
-        session = self.sessions.add(lambda: Session(self.factory, self.starts, cfg.session))
+        try:
+            session = self.sessions.add(self.new_session)
+        except InfWorldError as exc:  # the real game failed to start
+            await ws.send_text(json.dumps({"type": "error", "code": "internal", "message": str(exc)}))
+            await ws.close(code=CLOSE_TRY_AGAIN, reason=str(exc)[:120])
+            return
         if session is None:
             busy = f"all {cfg.max_sessions} play sessions are in use; try later"
             await ws.send_text(json.dumps({"type": "error", "code": "busy", "message": busy}))
@@ -284,6 +318,7 @@ class PlayServer:
             pass
         finally:
             self.sessions.remove(session.id)
+            session.close()
 
 
 def create_app(model: str | EngineFactory, memory: str = "window", *, starts: Starts | str | None = None,

@@ -1,7 +1,8 @@
 """One play session: its own streaming engine and memory, the starting contexts, a bounded frame log.
 
-The play server (server.py), the headless walk (cli/play.py) and the gymnasium env (gym_env.py)
-all drive the world model through a :class:`Session`: ``reset(start)`` seeds the engine with a
+The play server (server.py) and the headless walk (cli/play.py) drive the world model through a
+:class:`Session` (the gymnasium env drives the engine itself, with the same helpers from
+infworld/driving.py): ``reset(start)`` seeds the engine with a
 shipped starting context (starts.py), ``step(move, view, interact)`` generates the next frame(s)
 from one unified action (docs/actions.md), and the last ``max_log_frames`` frames are kept for the
 MP4 download. Everything a session holds is bounded: the engine's KV cache and the memory have
@@ -16,6 +17,9 @@ frame, which nobody has while playing inside the model. They are built with
 ``poses="dead_reckon"`` when they accept it; if the memory still asks for poses, the session
 dead-reckons them itself from the actions with the same
 :class:`~infworld.memory.deadreckon.DeadReckoner` (and step sizes) the memories use.
+
+With a real-game reference (serve/reference.py, ``infworld play --real-reference``) every action
+also steps the real game, and the MP4 shows both side by side.
 """
 
 from __future__ import annotations
@@ -33,13 +37,19 @@ from typing import Any
 
 import numpy as np
 
-from infworld.data.action_schema import check_action_ids
+from infworld.driving import (
+    NUM_TRISTATE,  # noqa: F401 - re-exported for older imports
+    PoseTrack,
+    accepted_actions,
+    check_id,
+    check_playable,
+    load_world,
+    memory_fill,
+    memory_sources,
+)
 from infworld.errors import ConfigError, DataError
-from infworld.memory.deadreckon import DeadReckoner
 from infworld.serve.starts import Starts
 from infworld.world import WorldModel
-
-NUM_TRISTATE = 9  # move / view ids a player may send: 0..8 (9 = "uncertain" is a training label only)
 
 
 @dataclass
@@ -66,9 +76,7 @@ class EngineFactory:
     """One loaded world network; :meth:`new_engine` makes rollout engines that share its weights."""
 
     def __init__(self, world: WorldModel, model_dir: Path | None = None, model_name: str = ""):
-        if world.dit.cfg.actions.continuous:
-            raise ConfigError(f"play drives the discrete move/view/interact actions only; this model also "
-                              f"has continuous action fields {sorted(world.dit.cfg.actions.continuous)}")
+        check_playable(world)
         self.template = world  # never reset: its memory is the pristine copy new engines clone
         self.net = world.net
         self.model_dir = model_dir
@@ -79,15 +87,9 @@ class EngineFactory:
              device: str = "cpu", **overrides: Any) -> EngineFactory:
         """Load an exported world model (name or folder) with memory ``memory``; ``overrides`` are
         :meth:`WorldModel.from_pretrained` settings (steps, name, chunk, cfg_scale...)."""
-        from infworld.memory.registry import memory_class
         from infworld.models.loading import resolve_model_dir
 
-        settings = dict(memory_cfg or {})
-        mcls = memory_class(memory)
-        if mcls is not None and "poses" in mcls.config_class.keys():
-            settings.setdefault("poses", "dead_reckon")  # no ground-truth poses while playing
-        world = WorldModel.from_pretrained(model, memory=memory, memory_cfg=settings or None,
-                                           map_location=device, **overrides)
+        world = load_world(model, memory, memory_cfg=memory_cfg, device=device, **overrides)
         model_dir = resolve_model_dir(model)
         return cls(world, model_dir=model_dir, model_name=model_dir.name)
 
@@ -115,9 +117,7 @@ class EngineFactory:
     def accepted_actions(self) -> dict[str, int]:
         """How many ids a player may send per field (ids 0..n-1): move and view stop at 8 even when the
         model's tables also hold 9 = "uncertain", a training label no key produces (docs/actions.md)."""
-        sizes = self.action_sizes
-        return {"move": min(NUM_TRISTATE, sizes["move"]), "view": min(NUM_TRISTATE, sizes["view"]),
-                "interact": sizes["interact"]}
+        return accepted_actions(self.template)
 
     @property
     def chunk(self) -> int:
@@ -135,42 +135,16 @@ class EngineFactory:
                 "actions": self.accepted_actions, "model_actions": self.action_sizes}
 
 
-def memory_fill(world: WorldModel) -> tuple[int, int]:
-    """(frames the memory holds, how many it can hold). A strategy may expose ``held()``; otherwise a
-    frame store's filled slots and capacity, the window's span, or the size of the last context it
-    returned against its budget (the most frames a read returns)."""
-    mem = world.memory
-    capacity = int(mem.budget)
-    store = getattr(mem, "store", None)
-    if store is not None and hasattr(store, "capacity"):
-        capacity = int(store.capacity)
-    held = getattr(mem, "held", None)
-    if callable(held):
-        held = held()
-    if held is None:
-        if store is not None and hasattr(store, "count"):
-            c = store.count()
-            held = int(c[0]) if c.numel() else 0
-        elif mem.name == "window":
-            held = min(world.index, capacity)
-        else:
-            ctx = world.last_context
-            held = ctx.num_frames if ctx is not None else 0
-    return int(held), capacity
-
-
-def _check_id(name: str, value: Any, hi: int) -> int:
-    """One id from a client (JSON): an integer 0..hi, else DataError naming the field."""
-    if np.ndim(value) != 0:
-        raise DataError(f"expected one integer 0..{hi}, got {value!r}", field=name)
-    return int(check_action_ids(value, hi + 1, name))
-
-
 class Session:
-    """An isolated rollout over shared weights (module docstring)."""
+    """An isolated rollout over shared weights (module docstring).
+
+    ``reference``: an optional :class:`~infworld.serve.reference.RealReference`, the real game
+    stepped with the same actions (``reference_frames`` holds its newest frames); the session owns
+    it and closes it in :meth:`close`.
+    """
 
     def __init__(self, factory: EngineFactory, starts: Starts, config: SessionConfig | None = None,
-                 session_id: str | None = None):
+                 session_id: str | None = None, reference: Any = None):
         self.config = cfg = config or SessionConfig()
         cfg.check(factory.chunk)
         starts.check_model(factory.frame_size, factory.action_sizes)
@@ -178,14 +152,15 @@ class Session:
         self.starts = starts
         self.id = session_id or secrets.token_urlsafe(12)
         self.engine = factory.new_engine(cfg.seed)
+        self.reference = reference
+        self.reference_frames: np.ndarray | None = None  # (n, H, W, 3) the real game's newest frames
         self.start = 0
         self.generated = 0
-        self.pose: np.ndarray | None = None  # dead-reckoned pose (5,), when the memory needs poses
+        self.track = PoseTrack()  # dead-reckoned poses, used when the memory needs poses
         self.log: deque[np.ndarray] = deque(maxlen=max(cfg.max_log_frames, 1))
         self._log_lock = threading.Lock()
         self._rate: deque[tuple[int, float]] = deque(maxlen=20)  # (frames, seconds) of recent steps
         self.last_active = time.monotonic()
-        self.reckoner = DeadReckoner()  # the memories' own step sizes, so both pose sources agree
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -193,19 +168,25 @@ class Session:
     def needs_poses(self) -> bool:
         return bool(self.engine.memory.needs_poses)
 
+    @property
+    def pose(self) -> np.ndarray | None:
+        """The dead-reckoned pose (5,) of the newest frame, when the memory needs poses."""
+        return self.track.pose if self.needs_poses else None
+
     def reset(self, start: int | None = None, seed: int | None = None) -> np.ndarray:
         """Restart from starting context ``start`` (default: the current one); returns its last
         frame (1, H, W, 3). ``seed`` reseeds the engine's noise."""
-        start = self.start if start is None else _check_id("start", start, len(self.starts) - 1)
+        start = self.start if start is None else check_id("start", start, len(self.starts) - 1)
         frames, actions, poses = self.starts.context_of(start)
         if seed is not None:
             self.engine.generator.manual_seed(int(seed))
         if self.needs_poses:
-            poses = self._context_poses(poses[0], {k: a[0] for k, a in actions.items()})[None]
-            self.pose = poses[0, -1].copy()
+            poses = self.track.context(poses[0], {k: a[0] for k, a in actions.items()})[None]
         else:
             poses = None
         self.engine.reset(frames, actions, poses=poses)
+        if self.reference is not None:
+            self.reference_frames = self.reference.reset(start)[None]  # (1, H, W, 3)
         self.start = start
         self.generated = 0
         self._rate.clear()
@@ -213,7 +194,7 @@ class Session:
         with self._log_lock:
             self.log.clear()
             if self.config.max_log_frames:
-                self.log.append(last[0])
+                self.log.append(self.side_by_side(last)[0])
         self.last_active = time.monotonic()
         return last
 
@@ -232,35 +213,36 @@ class Session:
             raise DataError(f"expected 1..{self.factory.chunk} actions with as many moves, views and "
                             f"interacts, got {len(moves)}, {len(views)}, {len(interacts)}", field="actions")
         ok = self.factory.accepted_actions
-        m = [_check_id("move", a, ok["move"] - 1) for a in moves]
-        v = [_check_id("view", a, ok["view"] - 1) for a in views]
-        i = [_check_id("interact", a, ok["interact"] - 1) for a in interacts]
+        m = [check_id("move", a, ok["move"] - 1) for a in moves]
+        v = [check_id("view", a, ok["view"] - 1) for a in views]
+        i = [check_id("interact", a, ok["interact"] - 1) for a in interacts]
         if self.engine.batch == 0:
             self.reset()
         acts = {"move": np.array([m]), "view": np.array([v]), "interact": np.array([i])}  # (1, n) each
-        poses = None
-        if self.needs_poses:
-            track = self.reckoner.track(self.pose, m, v)  # (n, 5)
-            self.pose = track[-1].copy()
-            poses = track[None]  # (1, n, 5)
+        poses = self.track.step(m, v)[None] if self.needs_poses else None  # (1, n, 5)
         t0 = time.perf_counter()
         frames = self.engine.step(acts, poses=poses)[0]  # (n, H, W, 3)
         self._rate.append((n, time.perf_counter() - t0))
+        if self.reference is not None:
+            self.reference_frames = self.reference.step(m, v, i)  # (n, H, W, 3)
         self.generated += n
         if self.config.max_log_frames:
             with self._log_lock:
-                self.log.extend(frames)
+                self.log.extend(self.side_by_side(frames))
         self.last_active = time.monotonic()
         return frames
 
-    def _context_poses(self, poses: np.ndarray, actions: dict[str, np.ndarray]) -> np.ndarray:
-        """Poses (ctx, 5) of a starting context: the recorded ones, or dead-reckoned from the origin."""
-        if np.isfinite(poses).all():
-            return poses.astype(np.float32)
-        origin = np.zeros(5, np.float32)
-        n = poses.shape[0] - 1  # transitions between the context frames
-        return np.concatenate([origin[None], self.reckoner.track(origin, actions["move"][:n],
-                                                                 actions["view"][:n])])
+    def side_by_side(self, frames: np.ndarray) -> np.ndarray:
+        """What the MP4 shows: the model's frames, beside the real game's when there is a reference
+        (n, H, 2W, 3)."""
+        if self.reference_frames is None:
+            return frames
+        return np.concatenate([frames, self.reference_frames], axis=2)
+
+    def close(self) -> None:
+        """Release the real-game reference, if any (idempotent)."""
+        if self.reference is not None:
+            self.reference.close()
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -277,13 +259,7 @@ class Session:
 
     def sources(self) -> list[int]:
         """Rollout frame indices the memory returned for the last chunk (-1 = a compressed summary)."""
-        ctx = self.engine.last_context
-        if ctx is None or ctx.sources is None or not ctx.num_frames:
-            return []
-        src = ctx.sources[0]
-        if ctx.valid is not None:
-            src = src[ctx.valid[0].to(src.device)]
-        return [int(s) for s in src.tolist()]
+        return memory_sources(self.engine)
 
     def status(self) -> dict[str, Any]:
         held, capacity = memory_fill(self.engine)
@@ -294,6 +270,8 @@ class Session:
                "sources": self.sources(), "state_bytes": int(self.engine.state_nbytes())}
         if self.pose is not None:
             out["pose"] = [round(float(p), 2) for p in self.pose]
+        if self.reference is not None:
+            out["reference"] = self.reference.status()
         return out
 
     def log_frames(self) -> list[np.ndarray]:

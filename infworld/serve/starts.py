@@ -8,9 +8,17 @@ model ships a few such contexts in ``<model dir>/starts.npz``:
 * ``move``, ``view``, ``interact`` (K, ctx - 1) int64, the transitions between those frames;
 * ``poses``    (K, ctx, 5) float32 (x, y, z, yaw, pitch), NaN where unknown;
 * ``names``    (K,) str, shown in the page's chooser;
-* ``meta_json`` a JSON object: env, scenario, source, interact_vocab, has_pitch, and the motion
+* ``meta_json`` a JSON object: env, scenario, source, interact_vocab, has_pitch, the motion
   scales ``move_scale`` (pose units per forward step) and ``turn_deg`` (degrees per turn step)
-  that let pose-based memories dead-reckon a pose from the actions during play.
+  that let pose-based memories dead-reckon a pose from the actions during play, and the game
+  settings of the recording (``frame_skip``, ``monsters``);
+* optional ``replay_seed`` (K,) int64 and ``replay_move`` / ``replay_view`` / ``replay_interact``
+  (K, L) int16, -1 padded: how to bring the *real* game to start k: reset it with that seed, then
+  play those actions (every action of the recorded episode up to the start's last frame). The
+  collector's games are deterministic given the seed and the commands (tests/test_collect.py), so
+  the replay reaches the very frame the model starts from; a seed of -1 means no replay (the
+  episode did not record its ``env_seed``). The real-game reference of the play page and
+  :class:`infworld.envs.gym_real.RealGameEnv` use it.
 
 They are cut from a dataset in our format (:func:`starts_from_dataset`) or from a short run of the
 collector (:func:`starts_from_collector`); ``infworld play --make-starts DATA --model NAME`` writes them.
@@ -50,6 +58,7 @@ class Starts:
     poses: np.ndarray  # (K, ctx, 5) float32, NaN = unknown
     names: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    replay: dict[str, np.ndarray] | None = None  # "seed" (K,), "move"/"view"/"interact" (K, L); -1 = none
 
     def __post_init__(self) -> None:
         f = self.frames
@@ -71,6 +80,8 @@ class Starts:
         self.poses = self.poses.astype(np.float32)
         if len(self.names) != k:
             raise DataError(f"expected {k} names, got {len(self.names)}", field="names")
+        if self.replay is not None:
+            self.replay = _check_replay(self.replay, k)
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -101,11 +112,28 @@ class Starts:
                             field="start")
         return (self.frames[i][None], {k: a[i][None] for k, a in self.actions.items()}, self.poses[i][None])
 
+    def replay_of(self, i: int) -> tuple[int, dict[str, np.ndarray]] | None:
+        """(game seed, actions (n,) per field) that bring the real game to start ``i``'s last frame,
+        or None when the start has no recorded game state."""
+        self.context_of(i)  # range check
+        if self.replay is None or int(self.replay["seed"][i]) < 0:
+            return None
+        valid = self.replay["move"][i] >= 0
+        return int(self.replay["seed"][i]), {k: self.replay[k][i][valid] for k in ACTION_FIELDS}
+
+    @property
+    def has_replay(self) -> bool:
+        """Whether any start can be replayed in the real game."""
+        return self.replay is not None and bool((self.replay["seed"] >= 0).any())
+
     def save(self, path: str | Path) -> Path:
         """Write atomically as a compressed npz."""
         arrays = {"frames": self.frames, "poses": self.poses, "names": np.array(self.names),
                   "meta_json": np.array(json.dumps(self.meta))}
         arrays.update({k: a.astype(np.int16) for k, a in self.actions.items()})
+        if self.replay is not None:
+            arrays["replay_seed"] = self.replay["seed"]
+            arrays.update({f"replay_{k}": self.replay[k].astype(np.int16) for k in ACTION_FIELDS})
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
@@ -123,11 +151,29 @@ class Starts:
             meta = json.loads(str(data["meta_json"])) if "meta_json" in data else {}
         except json.JSONDecodeError as exc:
             raise DataError(f"bad JSON: {exc}", path=path, field="meta_json") from exc
+        replay = None
+        if "replay_seed" in data:
+            replay = {"seed": data["replay_seed"], **{k: data.get(f"replay_{k}") for k in ACTION_FIELDS}}
         try:
             return cls(data["frames"], {k: data[k] for k in ACTION_FIELDS}, data["poses"],
-                       [str(n) for n in data["names"]], meta)
+                       [str(n) for n in data["names"]], meta, replay)
         except DataError as exc:
             raise DataError(str(exc), path=path) from exc
+
+
+def _check_replay(replay: dict[str, Any], k: int) -> dict[str, np.ndarray]:
+    """The replay arrays as int64, or DataError naming the one of the wrong shape."""
+    seed = np.asarray(replay.get("seed"))
+    if seed.shape != (k,) or seed.dtype.kind not in "iu":
+        raise DataError(f"expected ({k},) integer seeds, got {seed.shape} {seed.dtype}", field="replay_seed")
+    out = {"seed": seed.astype(np.int64)}
+    for name in ACTION_FIELDS:
+        a = replay.get(name)
+        if a is None or np.ndim(a) != 2 or np.shape(a)[0] != k:
+            raise DataError(f"expected ({k}, L) ids, got {None if a is None else np.shape(a)}",
+                            field=f"replay_{name}")
+        out[name] = np.asarray(a).astype(np.int64)
+    return out
 
 
 def motion_scales(episodes: list[Episode]) -> tuple[float, float]:
@@ -173,8 +219,9 @@ def cut_starts(episodes: list[Episode], count: int, context: int, label: str = "
     per_ep = [0] * len(usable)
     for k in range(count):
         per_ep[k % len(usable)] += 1
-    frames, poses, names = [], [], []
+    frames, poses, names, seeds = [], [], [], []
     acts: dict[str, list[np.ndarray]] = {k: [] for k in ACTION_FIELDS}
+    prefix: dict[str, list[np.ndarray]] = {k: [] for k in ACTION_FIELDS}  # actions up to the start's end
     taken = [0] * len(usable)
     for k in range(count):
         e = k % len(usable)
@@ -189,7 +236,20 @@ def cut_starts(episodes: list[Episode], count: int, context: int, label: str = "
         pose = ep.pose[t : t + context] if ep.pose is not None else np.full((context, 5), np.nan)
         poses.append(pose.astype(np.float32))
         names.append(f"{label} {idx} @ {t}")
-    return Starts(np.stack(frames), {k: np.stack(v) for k, v in acts.items()}, np.stack(poses), names)
+        seeds.append(int(ep.info.get("env_seed", -1)))
+        for name in ACTION_FIELDS:
+            prefix[name].append(np.asarray(getattr(ep, name)[: t + context - 1], np.int64))
+    replay = None
+    if any(s >= 0 for s in seeds):
+        longest = max(len(a) for a in prefix["move"])
+        replay = {"seed": np.array(seeds, np.int64)}
+        for name in ACTION_FIELDS:
+            padded = np.full((count, longest), -1, np.int64)
+            for k, a in enumerate(prefix[name]):
+                padded[k, : len(a)] = a if seeds[k] >= 0 else -1
+            replay[name] = padded
+    return Starts(np.stack(frames), {k: np.stack(v) for k, v in acts.items()}, np.stack(poses), names,
+                  replay=replay)
 
 
 def starts_from_dataset(root: str | Path, count: int = 8, context: int = 4) -> Starts:
@@ -203,7 +263,9 @@ def starts_from_dataset(root: str | Path, count: int = 8, context: int = 4) -> S
     move_scale, turn_deg = motion_scales(episodes)
     starts.meta = {"env": meta.env, "scenario": meta.scenario, "source": f"dataset {Path(root).name}",
                    "interact_vocab": list(meta.interact_vocab), "has_pitch": _has_pitch(episodes),
-                   "move_scale": move_scale, "turn_deg": turn_deg, "fps": meta.fps / max(1, meta.frame_skip)}
+                   "move_scale": move_scale, "turn_deg": turn_deg, "fps": meta.fps / max(1, meta.frame_skip),
+                   "frame_skip": int(meta.frame_skip),
+                   "monsters": (meta.extra.get(meta.env) or {}).get("monsters") if meta.extra else None}
     return starts
 
 
@@ -218,13 +280,15 @@ def starts_from_collector(env: str = "vizdoom", scenario: str | None = None, siz
     try:
         eps = [run_episode(game, policy, steps, seed, i) for i in range(episodes)]
         spec = game.spec
+        monsters = getattr(getattr(game, "config", None), "monsters", None)
     finally:
         game.close()
     starts = cut_starts(eps, count, context, label=f"{env} run")
     starts.meta = {"env": env, "scenario": spec.scenario, "source": f"collector ({policy}, seed {seed})",
                    "interact_vocab": list(spec.interact_vocab), "has_pitch": bool(spec.has_pitch),
                    "move_scale": float(spec.move_scale), "turn_deg": float(spec.turn_deg),
-                   "fps": spec.fps / max(1, spec.frame_skip)}
+                   "fps": spec.fps / max(1, spec.frame_skip), "frame_skip": int(spec.frame_skip),
+                   "monsters": monsters}
     return starts
 
 

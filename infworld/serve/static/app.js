@@ -7,6 +7,8 @@ const $ = (id) => document.getElementById(id);
 const screen = $("screen");
 const ctx = screen.getContext("2d");
 ctx.imageSmoothingEnabled = false;
+const refscreen = $("refscreen");
+const rctx = refscreen.getContext("2d");
 const timeline = $("timeline");
 const tctx = timeline.getContext("2d");
 
@@ -57,9 +59,16 @@ function onHello(h) {
   const s = h.sampler || {};
   $("model").textContent = `${h.model} | memory ${h.memory} (budget ${h.budget}) | ${h.frame_size.join("x")} | ` +
     `${s.name} sampler, ${s.steps} steps | ${h.frames_per_action} frame(s) per action`;
-  screen.width = h.frame_size[1];
-  screen.height = h.frame_size[0];
+  screen.width = refscreen.width = h.frame_size[1];
+  screen.height = refscreen.height = h.frame_size[0];
   ctx.imageSmoothingEnabled = false;
+  rctx.imageSmoothingEnabled = false;
+  // The real game beside the model (infworld play --real-reference): same keys, both frames.
+  const ref = h.reference;
+  $("refbox").hidden = !ref;
+  $("screencap").hidden = !ref;
+  document.querySelector(".screens").classList.toggle("pair", !!ref);
+  if (ref) $("refcap").textContent = `real game: ${ref.env} ${ref.scenario}`;
   const sel = $("start");
   sel.innerHTML = "";
   h.starts.forEach((name, i) => {
@@ -124,16 +133,19 @@ function resetTo(start) {
   if (send({ type: "reset", start: start, t: st.sentAt })) { st.inflight = true; st.pending = "reset"; }
 }
 
-function drawImages(msg) {
+function drawImages(msg, images, target, count) {
   const mime = msg.format === "jpeg" ? "image/jpeg" : "image/png";
-  const gap = msg.images.length > 1 ? Math.max(0, st.rtt / msg.images.length) : 0;
-  msg.images.forEach((b64, i) => {
+  const gap = images.length > 1 ? Math.max(0, st.rtt / images.length) : 0;
+  const c = target.getContext("2d");
+  images.forEach((b64, i) => {
     const img = new Image();
     img.onload = () => {
       const draw = () => {
-        ctx.drawImage(img, 0, 0, screen.width, screen.height);
-        st.frameCount += 1;
-        screen.dataset.frames = String(st.frameCount);
+        c.drawImage(img, 0, 0, target.width, target.height);
+        if (count) {
+          st.frameCount += 1;
+          target.dataset.frames = String(st.frameCount);
+        }
       };
       if (i === 0 || gap === 0) draw(); else setTimeout(draw, i * gap);
     };
@@ -169,7 +181,14 @@ function onFrame(msg) {
     $("latency").textContent = `${st.rtt.toFixed(0)} ms`;
   }
   st.inflight = false;
-  drawImages(msg);
+  drawImages(msg, msg.images, screen, true);
+  const ref = msg.reference;
+  if (ref && ref.images) {
+    drawImages(msg, ref.images, refscreen, false);
+    const where = ref.from === "start" ? (ref.exact ? "from the same start" : "replayed start (differs)")
+      : "from the scenario start (this start has no recorded game state)";
+    $("refcap").textContent = `real game, ${where}` + (ref.ended ? " | episode ended: Reset" : "");
+  }
   const t = msg.timing || {};
   $("server").textContent = `${msg.latency_ms.toFixed(0)} ms (${(t.generate_ms || 0).toFixed(0)} + ` +
     `${(t.encode_ms || 0).toFixed(1)}), engine ${msg.fps.toFixed(1)} fps`;
