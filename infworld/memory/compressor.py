@@ -168,6 +168,13 @@ class TemporalCompressor(nn.Module):
         if latents.dim() != 5 or tuple(latents.shape[1:3]) != (cfg.factor, cfg.channels):
             raise MemoryConfigError(f"hpmc compressor: expected latents (B, {cfg.factor}, {cfg.channels}, "
                                     f"h, w), got {tuple(latents.shape)}")
+        # float32 even under bf16 autocast: the CPU bf16 Conv3d backward returns non-finite weight
+        # gradients for ordinary inputs (measured; it ended a training run), and the module is small
+        with torch.autocast(latents.device.type, enabled=False):
+            return self._compress(latents.float(), levels)
+
+    def _compress(self, latents: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
         b, f, c, h, w = latents.shape
         lv = levels.to(latents.device).long().clamp(0, cfg.max_levels - 1)  # (B, f)
         emb = self.level_embed(lv)  # (B, f, level_dim)
