@@ -33,136 +33,24 @@ import numpy as np
 
 from infworld.data.action_schema import UNCERTAIN, encode_pair
 from infworld.data.episode import (
-    DAMAGED_NPZ_ERRORS,
     META_FILE,
     DatasetMeta,
     Episode,
     check_episode,
-    damaged_npz,
     episode_path,
     list_episodes,
     read_meta,
     write_episode,
     write_meta,
 )
-from infworld.data.frames import resize_frames
+from infworld.data.import_frames import IMAGE_EXTS, VIDEO_EXTS, load_frames  # noqa: F401 (re-exported)
 from infworld.data.outputs import check_output_dir
 from infworld.errors import DataError
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 POSE_COLUMNS = ("frame", "x", "y", "z", "yaw", "pitch")
 ACTION_COLUMNS = ("frame", "forward", "right", "yaw", "pitch")
 # each action id comes from its own id column or from the two tri-state columns it encodes
 ID_COLUMNS = {"move": ("forward", "right"), "view": ("yaw", "pitch")}
-_CHUNK = 256  # frames resized per call when converting a big array
-
-
-def _natural_key(name: str) -> list:
-    # "f2.png" < "f10.png"; zero-padded names sort the same as plain string order
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def _to_rgb(frame: np.ndarray, path: str) -> np.ndarray:
-    """(H, W[, C]) decoded frame -> (H, W, 3) uint8 (gray is repeated, alpha dropped)."""
-    if frame.dtype != np.uint8:
-        raise DataError(f"expected 8-bit frames, got {frame.dtype}", path=path, field="frames")
-    if frame.ndim == 2:
-        frame = frame[..., None]
-    if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4):
-        raise DataError(f"expected (H, W, 3) frames, got {frame.shape}", path=path, field="frames")
-    return np.repeat(frame, 3, axis=-1) if frame.shape[-1] == 1 else frame[..., :3]
-
-
-def _decoder_message(exc: BaseException) -> str:
-    """One line from a decoder error: imageio puts ffmpeg's whole stderr (version banner, build
-    configuration, library versions) in the message; its first line and ffmpeg's last line say it."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("===")]
-    if not lines:
-        return type(exc).__name__
-    head, tail = lines[0], re.sub(r"^\[[^]]*\]\s*", "", lines[-1])  # drop ffmpeg's "[in#0 @ 0x...]"
-    return head if len(lines) == 1 or tail == head else f"{head}: {tail}"
-
-
-def load_frames(path: str | os.PathLike, size: tuple[int, int]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read frames from a video, an image folder or an .npy/.npz array, resized to ``size`` (H, W).
-
-    Returns ``(frames (T, H, W, 3) uint8, info)`` with info keys ``kind``, ``original_size`` [H, W]
-    and ``fps`` (video only, else None).
-    """
-    p = Path(path)
-    if not p.exists():
-        raise DataError("frames input not found", path=str(p))
-    fps = None
-    if p.is_dir():
-        kind = "images"
-        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS),
-                       key=lambda f: _natural_key(f.name))
-        if not files:
-            raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) in folder", path=str(p))
-        import cv2
-
-        out, expected = [], None
-        for f in files:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)  # (H, W, 3) BGR uint8, alpha dropped
-            if img is None:
-                raise DataError("cannot read image", path=str(f))
-            if expected is None:
-                expected = img.shape[:2]
-            elif img.shape[:2] != expected:
-                raise DataError(f"image size (H, W) = {img.shape[:2]} differs from {expected} of "
-                                f"{files[0].name}; all images of a folder must have one size",
-                                path=str(f), field="frames")
-            out.append(resize_frames(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), size))
-        frames = np.stack(out)
-    elif p.suffix.lower() in (".npy", ".npz"):
-        kind = "array"
-        if p.suffix.lower() == ".npy":
-            try:
-                arr = np.load(p, mmap_mode="r", allow_pickle=False)
-            except DAMAGED_NPZ_ERRORS as exc:
-                raise damaged_npz(p, exc, what=".npy file") from exc
-        else:
-            try:
-                with np.load(p, allow_pickle=False) as z:
-                    keys = list(z.files)
-                    if "frames" not in keys and len(keys) != 1:
-                        raise DataError(f"expected a 'frames' array or a single array, found {keys}",
-                                        path=str(p))
-                    arr = z["frames" if "frames" in keys else keys[0]]
-            except DAMAGED_NPZ_ERRORS as exc:
-                raise damaged_npz(p, exc, what=".npz file") from exc
-        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-            raise DataError(f"expected (T, H, W, 3) uint8, got {arr.shape} {arr.dtype}", path=str(p),
-                            field="frames")
-        expected = arr.shape[1:3]
-        frames = np.concatenate([resize_frames(np.asarray(arr[i:i + _CHUNK]), size)
-                                 for i in range(0, len(arr), _CHUNK)]) if len(arr) else arr[:0]
-    elif p.suffix.lower() in VIDEO_EXTS:
-        kind = "video"
-        import imageio.v3 as iio
-
-        plugin = None if p.suffix.lower() == ".gif" else "FFMPEG"
-        out, expected = [], None
-        try:
-            for frame in iio.imiter(p, plugin=plugin):
-                rgb = _to_rgb(np.asarray(frame), str(p))
-                expected = expected or rgb.shape[:2]
-                out.append(resize_frames(rgb, size))
-            fps = iio.immeta(p, plugin=plugin).get("fps")
-        except DataError:
-            raise
-        except Exception as exc:  # decoders raise many types (OSError, RuntimeError, ...)
-            raise DataError(f"cannot decode video ({_decoder_message(exc)})", path=str(p)) from exc
-        frames = np.stack(out) if out else np.zeros((0, *size, 3), np.uint8)
-    else:
-        raise DataError(f"unsupported frames input: expected a folder of images, an .npy/.npz array or a "
-                        f"video ({', '.join(VIDEO_EXTS)})", path=str(p))
-    if len(frames) < 2:
-        raise DataError(f"an episode needs at least 2 frames, got {len(frames)}", path=str(p), field="frames")
-    info = {"kind": kind, "original_size": [int(expected[0]), int(expected[1])],
-            "fps": float(fps) if fps and math.isfinite(fps) else None}
-    return frames, info
 
 
 def read_csv_table(path: str | os.PathLike, required: tuple[str, ...],
@@ -293,21 +181,13 @@ def _parse_size(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return hw  # type: ignore[return-value]
 
 
-def import_episode(
-    frames: str | os.PathLike,
-    out: str | os.PathLike,
-    poses: str | os.PathLike | None = None,
-    actions: str | os.PathLike | None = None,
-    size: int | tuple[int, int] | None = None,
-    env: str | None = None,
-    fps: float | None = None,
-) -> dict[str, Any]:
-    """Import one episode into dataset ``out`` (created, or appended to if it is a compatible dataset).
+def _target_dataset(out: Path, size: int | tuple[int, int] | None, env: str | None,
+                    poses: str | os.PathLike | None) -> tuple[DatasetMeta | None, tuple[int, int]]:
+    """(the existing dataset's meta or None for a new one, frame size (H, W)) of an import into ``out``.
 
-    ``size`` (int or (H, W)) defaults to the existing dataset's size, else 64; ``env`` defaults to
-    the existing dataset's env, else "custom"; ``fps`` to the video's, else 30. Returns a summary.
+    Raises DataError for a non-empty folder that is not a dataset, or a dataset whose size, env or
+    poses do not match the request.
     """
-    out = check_output_dir(out)
     existing = None
     if (out / META_FILE).exists():
         existing = read_meta(out)
@@ -326,41 +206,73 @@ def import_episode(
         if existing.has_pose and poses is None:
             raise DataError("the dataset has poses (has_pose true) but no --poses CSV was given",
                             path=meta_path, field="has_pose")
+    return existing, hw
 
-    frames_arr, src = load_frames(frames, hw)
-    t = len(frames_arr)
-    pose = read_poses_csv(poses, t) if poses is not None else None
+
+def _episode_actions(actions: str | os.PathLike | None, pose: np.ndarray | None, t: int,
+                     existing: DatasetMeta | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(move, view, interact) int64 of length ``t`` - 1 and where they came from: the actions CSV,
+    else labeled from the poses, else all uncertain."""
     interact = np.zeros(t - 1, dtype=np.int64)
     if actions is not None:
         move, view, interact = read_actions_csv(actions, t, existing.interact_vocab if existing else None)
-        actions_from = "csv"
-    elif pose is not None:
+        return move, view, interact, "csv"
+    if pose is not None:
         from infworld.data.actions import label_from_poses  # lazy: the labeler is heavier and optional here
 
         labels = label_from_poses(pose[:, :3], pose[:, 3], pose[:, 4], noise_std=None)
-        move, view = np.asarray(labels.move, np.int64), np.asarray(labels.view, np.int64)
-        actions_from = "poses"
-    else:
-        move = np.full(t - 1, UNCERTAIN, dtype=np.int64)
-        view = np.full(t - 1, UNCERTAIN, dtype=np.int64)
-        actions_from = "none (all uncertain)"
+        return np.asarray(labels.move, np.int64), np.asarray(labels.view, np.int64), interact, "poses"
+    move = np.full(t - 1, UNCERTAIN, dtype=np.int64)
+    view = np.full(t - 1, UNCERTAIN, dtype=np.int64)
+    return move, view, interact, "none (all uncertain)"
 
+
+def _new_meta(env: str | None, hw: tuple[int, int], interact: np.ndarray, fps: float | None,
+              has_pose: bool) -> DatasetMeta:
+    """Meta of a new dataset of imported episodes (an interact vocabulary covering ``interact``)."""
     n_interact = int(interact.max()) + 1 if interact.size else 1
+    return DatasetMeta(
+        env=env or "custom",
+        size=hw,
+        interact_vocab=["none"] + [f"interact_{k}" for k in range(1, n_interact)],
+        policy="imported",
+        fps=float(fps or 30.0),
+        has_pose=has_pose,
+        extra={"imported": True},
+    )
+
+
+def _next_index(out: Path) -> int:
+    """The episode number after the highest ``ep_N.npz`` of dataset ``out`` (0 if it has none)."""
+    numbers = [int(m.group(1)) for p in list_episodes(out) if (m := re.match(r"ep_(\d+)\.npz$", p.name))]
+    return max(numbers) + 1 if numbers else 0
+
+
+def import_episode(
+    frames: str | os.PathLike,
+    out: str | os.PathLike,
+    poses: str | os.PathLike | None = None,
+    actions: str | os.PathLike | None = None,
+    size: int | tuple[int, int] | None = None,
+    env: str | None = None,
+    fps: float | None = None,
+) -> dict[str, Any]:
+    """Import one episode into dataset ``out`` (created, or appended to if it is a compatible dataset).
+
+    ``size`` (int or (H, W)) defaults to the existing dataset's size, else 64; ``env`` defaults to
+    the existing dataset's env, else "custom"; ``fps`` to the video's, else 30. Returns a summary.
+    """
+    out = check_output_dir(out)
+    existing, hw = _target_dataset(out, size, env, poses)
+    frames_arr, src = load_frames(frames, hw)
+    t = len(frames_arr)
+    pose = read_poses_csv(poses, t) if poses is not None else None
+    move, view, interact, actions_from = _episode_actions(actions, pose, t, existing)
     if existing is not None:
         meta = existing  # read_actions_csv checked the interact ids against its vocabulary
     else:
-        meta = DatasetMeta(
-            env=env or "custom",
-            size=hw,
-            interact_vocab=["none"] + [f"interact_{k}" for k in range(1, n_interact)],
-            policy="imported",
-            fps=float(fps or src["fps"] or 30.0),
-            has_pose=pose is not None,
-            extra={"imported": True},
-        )
-    names = [p.name for p in list_episodes(out)] if existing is not None else []
-    numbers = [int(m.group(1)) for n in names if (m := re.match(r"ep_(\d+)\.npz$", n))]
-    index = max(numbers) + 1 if numbers else 0
+        meta = _new_meta(env, hw, interact, fps or src["fps"], has_pose=pose is not None)
+    index = _next_index(out) if existing is not None else 0
     ep = Episode(
         frames=frames_arr, move=move, view=view, interact=interact, pose=pose,
         info={"source": str(frames), "source_kind": src["kind"], "original_size": src["original_size"],

@@ -26,6 +26,7 @@ from infworld.data.actions import (
     AXES,
     LabelThresholds,
     PoseNoise,
+    TypicalSpeeds,
     camera_motion,
     estimate_noise_pooled,
     estimate_speeds,
@@ -35,6 +36,7 @@ from infworld.data.actions import (
 from infworld.data.episode import (
     EPISODE_DIR,
     META_FILE,
+    DatasetMeta,
     list_episodes,
     read_episode,
     read_meta,
@@ -72,23 +74,18 @@ def _prepare_out(src: Path, out: Path, overwrite: bool) -> None:
         (out / META_FILE).unlink(missing_ok=True)
 
 
-def relabel_dataset(src: str | Path, out: str | Path,
-                    noise_std: PoseNoise | tuple | str | None = None,
-                    thresholds: LabelThresholds | None = None, *, pooled: bool = True,
-                    overwrite: bool = False,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Write a copy of dataset ``src`` to ``out`` with move / view recomputed from the poses.
+@dataclasses.dataclass
+class _Estimates:
+    """Per-episode inputs of :func:`label_motion` (one entry per episode, in ``paths`` order)."""
 
-    noise_std: per-frame pose noise (PoseNoise, (position, angle) or "position,angle", None or a
-        None field = estimate). thresholds: LabelThresholds (defaults documented there).
-    pooled: estimate noise and typical speeds over all episodes at once (False: per episode).
-    overwrite: allow a non-empty ``out`` (its stale episodes are removed at the end).
-    progress: called as ``progress(done, total)`` after each episode.
-    Returns summary stats: noise used, typical speeds, share uncertain, agreement with old labels.
-    """
-    src, out = Path(src), Path(out)
-    thr = (thresholds or LabelThresholds()).validate()
-    given = PoseNoise.parse(noise_std)
+    motions: list[np.ndarray]  # (T-1, 4) camera-frame motion
+    stds: list[np.ndarray]  # (T-1, 4) its std
+    noises: list[PoseNoise]
+    speeds: list[TypicalSpeeds]
+
+
+def _source_episodes(src: Path) -> tuple[DatasetMeta, list[Path]]:
+    """Meta and episode paths of dataset ``src``; raises DataError without poses or episodes."""
     meta = read_meta(src)
     if not meta.has_pose:
         raise DataError("dataset has no poses (has_pose is false), so it cannot be labelled from poses",
@@ -96,8 +93,13 @@ def relabel_dataset(src: str | Path, out: str | Path,
     paths = list_episodes(src)
     if not paths:
         raise DataError("dataset has no episodes", path=str(src / EPISODE_DIR))
+    return meta, paths
 
-    # 1. Poses only (no frames): camera-frame motion, then noise and typical speeds.
+
+def _estimate(src: Path, paths: list[Path], given: PoseNoise, thr: LabelThresholds,
+              pooled: bool) -> _Estimates:
+    """Poses only (no frames): camera-frame motion, then pose noise (unless ``given`` resolves it)
+    and typical speeds, pooled over all episodes or per episode."""
     tracks = [_load_track(p) for p in paths]
     motions, noises = [], []
     for path, track in zip(paths, tracks, strict=True):
@@ -116,17 +118,21 @@ def relabel_dataset(src: str | Path, out: str | Path,
     stds = [motion_std(m, n) for m, n in zip(motions, noises, strict=True)]
     speeds = ([estimate_speeds(motions, stds, thr)] * len(paths) if pooled
               else [estimate_speeds([m], [s], thr) for m, s in zip(motions, stds, strict=True)])
+    return _Estimates(motions, stds, noises, speeds)
 
-    # 2. Rewrite every episode with the new labels (read fully: frames are copied as they are).
-    _prepare_out(src, out, overwrite)
-    out_meta = dataclasses.replace(meta, extra=dict(meta.extra))
+
+def _rewrite_episodes(paths: list[Path], meta: DatasetMeta, out: Path, out_meta: DatasetMeta,
+                      est: _Estimates, thr: LabelThresholds,
+                      progress: Callable[[int, int], None] | None) -> tuple[dict[str, int], np.ndarray]:
+    """Write every episode to ``out`` with the new labels (read fully: frames are copied as they
+    are), then remove ``out``'s stale episodes. Returns (label counts, uncertain steps per axis)."""
     counts = {k: 0 for k in ("steps", "move_unc", "view_unc", "move_cmp", "move_same", "view_cmp",
                              "view_same", "move_same_all", "view_same_all")}
     axis_unc = np.zeros(len(AXES), dtype=np.int64)
     written = set()
     for i, path in enumerate(paths):
         ep = read_episode(path, meta)
-        lab = label_motion(motions[i], stds[i], speeds[i], noises[i], thr)
+        lab = label_motion(est.motions[i], est.stds[i], est.speeds[i], est.noises[i], thr)
         for g, old, new in (("move", ep.move, lab.move), ("view", ep.view, lab.view)):
             both = (old != UNCERTAIN) & (new != UNCERTAIN)
             counts[f"{g}_unc"] += int(np.sum(new == UNCERTAIN))
@@ -143,15 +149,20 @@ def relabel_dataset(src: str | Path, out: str | Path,
     for stale in list_episodes(out):
         if stale.name not in written:
             stale.unlink()
+    return counts, axis_unc
 
+
+def _summary(est: _Estimates, counts: dict[str, int], axis_unc: np.ndarray, given: PoseNoise,
+             pooled: bool, out: Path) -> dict[str, Any]:
+    """Noise used, typical speeds (medians over episodes), share uncertain, agreement with old labels."""
     n = max(counts["steps"], 1)
-    noise_rec = {"position": float(np.median([x.position for x in noises])),
-                 "angle": float(np.median([x.angle for x in noises]))}
-    speed_rec = {g: (float(np.median(v)) if (v := [getattr(s, g) for s in speeds
+    noise_rec = {"position": float(np.median([x.position for x in est.noises])),
+                 "angle": float(np.median([x.angle for x in est.noises]))}
+    speed_rec = {g: (float(np.median(v)) if (v := [getattr(s, g) for s in est.speeds
                                                    if getattr(s, g) is not None]) else None)
                  for g in ("move", "turn", "pitch")}
-    summary: dict[str, Any] = {
-        "episodes": len(paths), "steps": counts["steps"], "out": str(out),
+    return {
+        "episodes": len(est.motions), "steps": counts["steps"], "out": str(out),
         "noise": noise_rec,
         "noise_estimated": {"position": given.position is None, "angle": given.angle is None},
         "pooled": pooled, "typical_speed": speed_rec,
@@ -162,6 +173,34 @@ def relabel_dataset(src: str | Path, out: str | Path,
                       for g in ("move", "view")}
         | {f"{g}_all": counts[f"{g}_same_all"] / n for g in ("move", "view")},
     }
+
+
+def relabel_dataset(src: str | Path, out: str | Path,
+                    noise_std: PoseNoise | tuple | str | None = None,
+                    thresholds: LabelThresholds | None = None, *, pooled: bool = True,
+                    overwrite: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write a copy of dataset ``src`` to ``out`` with move / view recomputed from the poses.
+
+    noise_std: per-frame pose noise (PoseNoise, (position, angle) or "position,angle", None or a
+        None field = estimate). thresholds: LabelThresholds (defaults documented there).
+    pooled: estimate noise and typical speeds over all episodes at once (False: per episode).
+    overwrite: allow a non-empty ``out`` (its stale episodes are removed at the end).
+    progress: called as ``progress(done, total)`` after each episode.
+    Returns summary stats: noise used, typical speeds, share uncertain, agreement with old labels.
+    """
+    src, out = Path(src), Path(out)
+    thr = (thresholds or LabelThresholds()).validate()
+    given = PoseNoise.parse(noise_std)
+    meta, paths = _source_episodes(src)
+    # 1. Poses only (no frames): camera-frame motion, then noise and typical speeds.
+    est = _estimate(src, paths, given, thr, pooled)
+    # 2. Rewrite every episode with the new labels.
+    _prepare_out(src, out, overwrite)
+    out_meta = dataclasses.replace(meta, extra=dict(meta.extra))
+    counts, axis_unc = _rewrite_episodes(paths, meta, out, out_meta, est, thr, progress)
+    # 3. meta.json last: only a finished relabel is a dataset.
+    summary = _summary(est, counts, axis_unc, given, pooled, out)
     out_meta.extra["labels"] = {
         "labeler": LABELER, "source": str(src), "thresholds": dataclasses.asdict(thr),
         **{k: summary[k] for k in ("noise", "noise_estimated", "pooled", "typical_speed", "uncertain")},

@@ -21,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -43,7 +41,6 @@ from infworld.train.distributed import (
     check_replicas_in_sync,
     gather_to_main,
     init_distributed,
-    mean_across,
     parallelize,
     shutdown,
 )
@@ -52,39 +49,12 @@ from infworld.train.fsdp import full_value, gathered, sync_buffers
 from infworld.train.logging import RunLogger
 from infworld.train.optim import build_optimizer, lr_factor, param_groups  # noqa: F401 (re-exported)
 from infworld.train.recipe import Recipe, recipe_to_dict, save_recipe
+from infworld.train.session import GracefulStop, LogWindow
 from infworld.train.task import get_task
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-class GracefulStop:
-    """SIGTERM (cluster preemption, ``kill``) or a first Ctrl-C end the session after the current
-    step, with evaluation and a checkpoint, like the time budget; a second Ctrl-C aborts at once."""
-
-    def __init__(self) -> None:
-        self.reason = ""
-        self._old: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.reason and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.reason = f"stopped by {signal.Signals(signum).name}"
-        if signum == signal.SIGINT:
-            print("\ninterrupt: finishing this step and saving (Ctrl-C again to abort)", file=sys.stderr)
-
-    @property
-    def requested(self) -> bool:
-        return bool(self.reason)
-
-    def restore(self) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        self._old = {}
 
 
 class Trainer:
@@ -261,16 +231,13 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
 
     def fit(self, resume: bool = False, until_step: int | None = None) -> Path:
+        """Run this session (the loop of the module docstring) and return the run folder.
+
+        Stops at ``train.steps``, at ``until_step``, when the time budget is spent or on SIGTERM /
+        Ctrl-C; the last three end with a final evaluation and checkpoint.
+        """
         cfg, info = self.cfg, self.info
-        last = ckpt.checkpoint_dir(self.run_dir) / ckpt.LAST
-        source, state = dcp_ckpt.resume_source(last.parent), None  # last.pt, or the newest sharded folder
-        if resume:
-            if source is None:
-                raise CheckpointError(f"{last}: no checkpoint to resume (run without --resume to start)")
-            state = self.load(source)
-        elif source is not None:
-            raise CheckpointError(f"{self.run_dir} already holds a checkpoint ({source}); pass --resume to "
-                                  "continue it, or choose another --out")
+        state = self._resume_state(resume)
         if info.is_main:
             save_recipe(self.recipe, self.run_dir / "recipe.json")
         logger = RunLogger(self.run_dir, enabled=info.is_main, total_steps=cfg.steps, start_step=self.step,
@@ -281,78 +248,108 @@ class Trainer:
             batches = self.task.batches("train", cfg.batch_size, cfg.seed, info.rank, info.world_size,
                                         start_sample=self.samples_seen)
         if state is not None:
-            self._restore_rng(state)
+            self._restore_rng(state)  # after the data iterator, which must not consume the streams
         stop_at = min(cfg.steps, until_step) if until_step is not None else cfg.steps
         stopper = GracefulStop()
         deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
         t_start = time.monotonic()
-        sums: dict[str, float] = {}
-        n_sum, t_window = 0, time.monotonic()
         self.model.train()
         try:
-            while self.step < stop_at:
-                batch = self._next_batch(batches)
-                with self.autocast():
-                    loss, metrics = self.task.loss(self.wrapped, batch, generator=self.generator)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                # clip_grad_norm_ with max_norm=inf only measures the norm (for logging).
-                clip = self.recipe.optim.grad_clip if self.recipe.optim.grad_clip > 0 else math.inf
-                grad_norm = full_value(torch.nn.utils.clip_grad_norm_(self.params, clip))
-                lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
-                self.optimizer.step()
-                self.scheduler.step()
-                self.ema.update(self.model)
-                self.step += 1
-                self.samples_seen += cfg.batch_size
-                loss_value = float(loss.detach())
-                bad = not math.isfinite(loss_value)
-                timed_out = stopper.requested or (deadline is not None and time.monotonic() > deadline)
-                # One collective per step: all ranks agree on failures and on stopping.
-                bad, stop = any_rank([bad, timed_out], info)
-                if bad:
-                    raise ConfigError(f"loss is not finite at step {self.step} (this rank: {loss_value}); "
-                                      "lower optim.lr or set optim.grad_clip")
-                if self.step == 1:
-                    check_replicas_in_sync(self.model, info)
-                for k, v in {"loss": loss_value, "grad_norm": float(grad_norm), **metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                n_sum += 1
-                done = stop or self.step >= stop_at
-                if self.step % cfg.log_every == 0 or done:
-                    elapsed = time.monotonic() - t_window
-                    means = mean_across({k: v / n_sum for k, v in sums.items()}, info)
-                    means["lr"] = lr
-                    means["steps_per_s"] = n_sum / max(elapsed, 1e-9)
-                    logger.log(self.step, means)
-                    logger.progress(self.step, {k: means[k] for k in ("loss", "lr", "steps_per_s")})
-                    sums, n_sum, t_window = {}, 0, time.monotonic()
-                if done:
-                    self.finalize()
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or done:
-                    self.evaluate(logger)
-                numbered = bool(cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.steps
-                if numbered or done:
-                    check_replicas_in_sync(self.model, info)
-                    self.save(numbered=numbered)
-                if stop:
-                    self.stop_reason = stopper.reason or f"time budget of {cfg.max_minutes} min reached"
-                    logger.message(f"stopping at step {self.step}: {self.stop_reason}")
-                    break
-            else:
-                done_all = self.step >= cfg.steps
-                self.stop_reason = "reached train.steps" if done_all else f"reached step {stop_at}"
+            self._run_steps(batches, stop_at, stopper, deadline, logger)
         finally:
             logger.close()
             stopper.restore()
         if info.is_main:
-            atomic_write_json(self.run_dir / "summary.json", {
-                "recipe": self.recipe.name, "task": self.recipe.task, "step": self.step,
-                "steps": cfg.steps, "world_size": info.world_size, "samples_seen_per_rank": self.samples_seen,
-                "minutes": (time.monotonic() - t_start) / 60, "stop_reason": self.stop_reason,
-                "metrics": self.metrics,
-            })
+            self._write_summary(time.monotonic() - t_start)
         return self.run_dir
+
+    def _resume_state(self, resume: bool) -> dict[str, Any] | None:
+        """The loaded checkpoint state when resuming (RNG streams not yet restored), else None.
+
+        Raises CheckpointError when resuming finds no checkpoint, or a fresh start finds one.
+        """
+        last = ckpt.checkpoint_dir(self.run_dir) / ckpt.LAST
+        source = dcp_ckpt.resume_source(last.parent)  # last.pt, or the newest sharded folder
+        if resume:
+            if source is None:
+                raise CheckpointError(f"{last}: no checkpoint to resume (run without --resume to start)")
+            return self.load(source)
+        if source is not None:
+            raise CheckpointError(f"{self.run_dir} already holds a checkpoint ({source}); pass --resume to "
+                                  "continue it, or choose another --out")
+        return None
+
+    def _run_steps(self, batches: Iterator[dict[str, torch.Tensor]], stop_at: int, stopper: GracefulStop,
+                   deadline: float | None, logger: RunLogger) -> None:
+        """Train until step ``stop_at`` or an agreed stop, setting ``stop_reason``."""
+        cfg, info = self.cfg, self.info
+        window = LogWindow()
+        while self.step < stop_at:
+            # 1-4. batch, loss, backward, clip, optimizer / schedule / EMA steps
+            loss_value, grad_norm, lr, metrics = self._train_step(self._next_batch(batches))
+            stop = self._agree_to_stop(loss_value, stopper, deadline)
+            if self.step == 1:
+                check_replicas_in_sync(self.model, info)
+            # 5. log, evaluate, checkpoint
+            window.add({"loss": loss_value, "grad_norm": float(grad_norm), **metrics})
+            done = stop or self.step >= stop_at
+            if self.step % cfg.log_every == 0 or done:
+                window.flush(self.step, lr, logger, info)
+            self._evaluate_and_save(done, logger)
+            if stop:
+                self.stop_reason = stopper.reason or f"time budget of {cfg.max_minutes} min reached"
+                logger.message(f"stopping at step {self.step}: {self.stop_reason}")
+                return
+        self.stop_reason = "reached train.steps" if self.step >= cfg.steps else f"reached step {stop_at}"
+
+    def _train_step(self, batch: dict[str, Any]) -> tuple[float, torch.Tensor, float, dict[str, Any]]:
+        """One optimizer step on ``batch``: returns (loss, gradient norm, the LR it used, task metrics)."""
+        with self.autocast():
+            loss, metrics = self.task.loss(self.wrapped, batch, generator=self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # clip_grad_norm_ with max_norm=inf only measures the norm (for logging).
+        clip = self.recipe.optim.grad_clip if self.recipe.optim.grad_clip > 0 else math.inf
+        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(self.model)
+        self.step += 1
+        self.samples_seen += self.cfg.batch_size
+        return float(loss.detach()), grad_norm, lr, metrics
+
+    def _agree_to_stop(self, loss_value: float, stopper: GracefulStop, deadline: float | None) -> bool:
+        """Whether any rank wants to stop; raises ConfigError if any rank's loss is not finite."""
+        bad = not math.isfinite(loss_value)
+        timed_out = stopper.requested or (deadline is not None and time.monotonic() > deadline)
+        # One collective per step: all ranks agree on failures and on stopping.
+        bad, stop = any_rank([bad, timed_out], self.info)
+        if bad:
+            raise ConfigError(f"loss is not finite at step {self.step} (this rank: {loss_value}); "
+                              "lower optim.lr or set optim.grad_clip")
+        return stop
+
+    def _evaluate_and_save(self, done: bool, logger: RunLogger) -> None:
+        """Calibrate (last step only), evaluate and checkpoint when this step is due for them."""
+        cfg = self.cfg
+        if done:
+            self.finalize()
+        if (cfg.eval_every and self.step % cfg.eval_every == 0) or done:
+            self.evaluate(logger)
+        numbered = bool(cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.steps
+        if numbered or done:
+            check_replicas_in_sync(self.model, self.info)
+            self.save(numbered=numbered)
+
+    def _write_summary(self, seconds: float) -> None:
+        """``summary.json``: where and why this session stopped, and its last evaluation."""
+        atomic_write_json(self.run_dir / "summary.json", {
+            "recipe": self.recipe.name, "task": self.recipe.task, "step": self.step,
+            "steps": self.cfg.steps, "world_size": self.info.world_size,
+            "samples_seen_per_rank": self.samples_seen, "minutes": seconds / 60,
+            "stop_reason": self.stop_reason, "metrics": self.metrics,
+        })
 
 
 def train(recipe: Recipe, resume: bool = False, until_step: int | None = None,
