@@ -7,7 +7,8 @@ infworld/models/worldnet.py), a :class:`~infworld.models.kvcache.KVCache`, a sam
 al. 2025, Algorithm 1 in inference form):
 
 1. ask the memory for extra clean context; if any, run it once through the DiT at t = 0 and keep its
-   keys/values for this chunk ("pinned": every chunk frame sees it);
+   keys/values for this chunk ("pinned": every chunk frame sees it; infworld/memory/kv_reuse.py,
+   which with the isolated layout keeps each memory frame's keys/values while the memory returns it);
 2. draw noise (B, n, C, h, w) and integrate the rectified-flow ODE from t = 1 to 0 with the
    configured sampler; each velocity evaluation attends to [memory context, KV cache, itself];
 3. decode the clean latents to frames;
@@ -40,7 +41,8 @@ from infworld.data.action_schema import check_action_ids
 from infworld.diffusion.samplers import SamplerConfig, sample
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
 from infworld.memory.base import Memory, MemoryContext
-from infworld.memory.context import MemoryLayout, memory_past
+from infworld.memory.context import MemoryLayout
+from infworld.memory.kv_reuse import MemoryPrefix
 from infworld.memory.registry import make_memory
 from infworld.models.action import NULL_ACTION, null_like
 from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
@@ -52,7 +54,9 @@ class RolloutConfig:
     """How the engine generates: frames per chunk, sampler, cache on/off (off = full recompute,
     unbounded, for reference only), cache dtype, the noise seed, and ``context_noise``: the noise
     level at which finished frames enter the context (GameNGen's context noise augmentation at
-    inference; the model must be trained with ``forcing.context_noise`` >= it)."""
+    inference; the model must be trained with ``forcing.context_noise`` >= it), and
+    ``reuse_memory_kv``: keep memory frames' keys/values between chunks while the memory returns them
+    (isolated memory layout only; off = re-encode every chunk, for A/B; memory/kv_reuse.py)."""
 
     chunk: int = 4
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -60,9 +64,12 @@ class RolloutConfig:
     cache_dtype: str = "float32"
     seed: int = 0
     context_noise: float = 0.0
+    reuse_memory_kv: bool = True
 
     def check(self) -> None:
         self.sampler.check()
+        if not isinstance(self.reuse_memory_kv, bool):
+            raise ConfigError(f"rollout reuse_memory_kv: expected a bool, got {self.reuse_memory_kv!r}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ConfigError(f"rollout context_noise: expected a noise level in 0..1 (exclusive), got "
                               f"{self.context_noise}")
@@ -109,11 +116,10 @@ class WorldModel:
         self.index = 0  # latent frames committed so far (observed + generated)
         self.cache: KVCache | None = None
         self._history: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # use_cache=False only
-        self._prefix: tuple[int, PastKV | None] | None = None  # memory context of the next chunk
+        self.prefix = MemoryPrefix(self.memory, self.memory_layout, cfg.reuse_memory_kv, self.device)
         self._last_pose: torch.Tensor | None = None
         self._prev: torch.Tensor | None = None  # (B, 1, C, h, w) the last context frame, as cached
         self.last_latents: torch.Tensor | None = None
-        self.last_context: MemoryContext | None = None  # what the memory returned for the last chunk
 
     # -- construction ----------------------------------------------------------------------
 
@@ -160,6 +166,11 @@ class WorldModel:
     def frame_size(self) -> tuple[int, int]:
         return tuple(self.net.frame_size)
 
+    @property
+    def last_context(self) -> MemoryContext | None:
+        """What the memory returned for the last chunk (None = nothing)."""
+        return self.prefix.last_context
+
     def reset(self, context_frames: Any, actions: Mapping[str, Any] | None = None, poses: Any = None) -> None:
         """Start a rollout from K >= 1 observed frames (B, K, H, W, 3) uint8 (or (K, H, W, 3)); K = 1 + r k
         for r frames per latent frame (1 + k latent frames).
@@ -173,7 +184,7 @@ class WorldModel:
         self.batch = x.shape[0]
         self.index = 0
         self._history = None
-        self._prefix = None
+        self.prefix.reset()
         self._last_pose = None
         self._prev = None
         self.memory.reset()
@@ -227,9 +238,9 @@ class WorldModel:
         return frames
 
     def state_nbytes(self) -> int:
-        """Bytes of rollout state: KV cache + memory + VAE stream caches (+ the history when the cache is
-        off)."""
-        total = self.memory.nbytes() + self.video.nbytes()
+        """Bytes of rollout state: KV cache + memory (+ its kept keys/values) + VAE stream caches (+ the
+        history when the cache is off)."""
+        total = self.memory.nbytes() + self.prefix.nbytes() + self.video.nbytes()
         if self.cache is not None and self.config.use_cache:
             total += self.cache.nbytes()
         if self._history is not None:
@@ -294,30 +305,13 @@ class WorldModel:
             raise DataError(f"expected poses ({self.batch}, {n}, 5), got {tuple(p.shape)}", field="poses")
         return p.to(self.device)
 
-    def _memory_prefix(self, base: int) -> PastKV | None:
-        """Clean keys/values of the memory's context for the chunk at ``self.index`` (once per chunk)."""
-        if self._prefix is not None and self._prefix[0] == self.index:
-            return self._prefix[1]
-        ctx = self.memory.read(self.index, self._last_pose)
-        self.last_context = ctx
-        past = None
-        if ctx is not None and ctx.num_frames:
-            # the memory's poses and the reference must be in one frame: a dead-reckoning memory
-            # supplies its own estimate of the current camera
-            own = self.memory.reference_pose()
-            ref = own if own is not None else self._last_pose
-            past = memory_past(self.dit, ctx.to(self.device), ref, shift=float(self.index - base),
-                               layout=self.memory_layout)
-        self._prefix = (self.index, past)
-        return past
-
     def _base(self) -> int:
         """Frame index that gets position 0: the oldest frame any query of the next chunk may see."""
         return self.index - len(self.cache) if self.config.use_cache else 0
 
     def _context(self) -> tuple[int, PastKV | None]:
         base = self._base()
-        prefix = self._memory_prefix(base)
+        prefix = self.prefix.past(self.dit, self.index, float(self.index - base), self._last_pose)
         if not self.config.use_cache:
             return base, prefix
         cached = self.cache.past(base)
@@ -403,4 +397,4 @@ class WorldModel:
         if p is not None:
             self._last_pose = p[:, -1]
         self.index += n
-        self._prefix = None
+        self.prefix.invalidate()

@@ -34,7 +34,7 @@ SETTINGS = {
     "window": {"budget": 8, "local_window": 8},
     "full": {"budget": 40, "local_window": 12, "plain": True},
     "hpmc": {"budget": 6, "local_window": 12, "factor": 3, "hidden": 8, "depth": 1, "max_levels": 4,
-             "level_dim": 4},
+             "level_dim": 4, "encoder": "conv2d", "plain": True},
     "kv": {"budget": 6, "local_window": 12, "poses": "dead_reckon", "plain": True, "pose_scale": 128.0,
            "angle_weight": 0.5, "anchors": 2, "pool": 32, "gate": 0.7, "min_overlap": 0.1, "fov_deg": 75.0},
     "vrag": {"budget": 6, "local_window": 12, "poses": "dead_reckon", "plain": True, "pose_scale": 128.0,

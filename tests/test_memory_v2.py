@@ -88,16 +88,16 @@ def span_net(span: int = 4, slots: int = 64) -> WorldNet:
 def test_oracle_reaches_past_the_span_with_positions_in_the_trained_range(monkeypatch):
     """`full` holds 36 frames on a model whose memory positions span 4 slots: every read returns all
     frames before the window, at positions within the 4 slots before the local window."""
-    import infworld.world as engine
+    import infworld.memory.kv_reuse as prefix  # the engine's per-chunk memory context
 
     seen = []
 
-    def spy(dit, ctx, ref, shift=0.0, layout=None):
-        past = memory_past(dit, ctx, ref, shift, layout)
+    def spy(dit, ctx, ref, shift=0.0, layout=None, **kw):
+        past = memory_past(dit, ctx, ref, shift, layout, **kw)
         seen.append((ctx.num_frames, past.positions - shift))  # positions relative to the chunk
         return past
 
-    monkeypatch.setattr(engine, "memory_past", spy)
+    monkeypatch.setattr(prefix, "memory_past", spy)
     world = WorldModel(span_net(), make_memory("full", budget=48, local_window=4),
                        RolloutConfig(chunk=2, sampler=SamplerConfig(steps=2), seed=3))
     rng = np.random.default_rng(0)

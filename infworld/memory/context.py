@@ -26,13 +26,16 @@ Two layouts (:class:`MemoryLayout`, stored in an export's ``model_config``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from infworld.errors import MemoryConfigError
 from infworld.memory.base import MEMORY_KIND, MemoryContext
 from infworld.models.kvcache import PastKV
+
+if TYPE_CHECKING:
+    from infworld.memory.kv_reuse import FrameKVCache
 
 POSE_FEATURES = 6  # width of pose_features()
 
@@ -101,12 +104,15 @@ def fit_positions(pos: torch.Tensor, span: int) -> torch.Tensor:
 
 
 def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor | None,
-                shift: float = 0.0, layout: MemoryLayout | None = None) -> PastKV:
+                shift: float = 0.0, layout: MemoryLayout | None = None,
+                reuse: FrameKVCache | None = None) -> PastKV:
     """Run the memory frames through ``dit`` at t = 0 and return their keys/values, pinned.
 
     ``shift`` is added to the context's positions (the engine measures positions from the oldest
     cached frame); ``layout`` (default causal, unbounded) is the model's memory layout (module
-    docstring). Gradients flow when called with grad enabled (training).
+    docstring). Gradients flow when called with grad enabled (training). ``reuse``: keys/values of
+    frames encoded for an earlier chunk (infworld/memory/kv_reuse.py); only the isolated layout
+    uses it, and only with grad disabled (kept keys/values carry no graph).
     """
     layout = layout or MemoryLayout()
     lat = ctx.latents
@@ -124,7 +130,8 @@ def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor
             kw["poses"] = torch.full((b, m, dit.cfg.pose_dim), float("nan"), device=dev)
     valid = ctx.valid.to(dev) if ctx.valid is not None else None
     if layout.encoding == "isolated":
-        keys, values = _isolated_kv(dit, lat, t0, acts, kinds, kw.get("poses"))
+        cache = reuse if reuse is not None and not torch.is_grad_enabled() else None
+        keys, values = _isolated_kv(dit, lat, t0, acts, kinds, kw.get("poses"), cache, ctx.sources)
     else:
         # chain=False: memory frames are not consecutive in time, none is shown its list neighbour as
         # the previous frame of the conv path (models/latent_conv.py)
@@ -135,19 +142,32 @@ def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor
 
 
 def _isolated_kv(dit: torch.nn.Module, lat: torch.Tensor, t0: torch.Tensor, acts: dict[str, torch.Tensor],
-                 kinds: torch.Tensor, poses: torch.Tensor | None
-                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                 kinds: torch.Tensor, poses: torch.Tensor | None, reuse: FrameKVCache | None = None,
+                 sources: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Each memory frame through ``dit`` alone (a batch of B * M one-frame clips at position 0); the
-    un-rotated keys/values regrouped per layer as (B, H, M * N, hd), frame after frame."""
+    un-rotated keys/values regrouped per layer as (B, H, M * N, hd), frame after frame. With
+    ``reuse`` only the frames it does not hold run (``sources`` (B, M) name the raw frames)."""
     b, m = lat.shape[:2]
 
     def flat(x: torch.Tensor) -> torch.Tensor:  # (B, M, ...) -> (B * M, 1, ...)
         return x.reshape(b * m, 1, *x.shape[2:])
 
-    kw = {"poses": flat(poses)} if poses is not None else {}
+    f_lat, f_t0, f_kinds = flat(lat), flat(t0), flat(kinds)
+    f_acts = {k: flat(a) for k, a in acts.items()}
+    f_poses = flat(poses) if poses is not None else None
     zero = torch.zeros(1, device=lat.device)
-    _, kv = dit(flat(lat), flat(t0), {k: flat(a) for k, a in acts.items()}, positions=zero, kinds=flat(kinds),
-                return_kv=True, chain=False, **kw)
+
+    def run(idx: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Frames ``idx`` (F,) of the B * M (None = all): per layer (k, v), each (F, H, N, hd)."""
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return x if idx is None else x[idx.to(x.device)]
+
+        kw = {"poses": pick(f_poses)} if f_poses is not None else {}
+        _, kv = dit(pick(f_lat), pick(f_t0), {k: pick(a) for k, a in f_acts.items()}, positions=zero,
+                    kinds=pick(f_kinds), return_kv=True, chain=False, **kw)
+        return kv
+
+    kv = run(None) if reuse is None else reuse.frames_kv(lat, sources, kinds, acts, poses, run)
 
     def regroup(x: torch.Tensor) -> torch.Tensor:  # (B * M, H, N, hd) -> (B, H, M * N, hd)
         h, n, hd = x.shape[1:]
