@@ -34,7 +34,13 @@ import torch
 from gymnasium import spaces
 
 from infworld.driving import PoseTrack, accepted_actions, check_id, check_playable, load_world, memory_status
-from infworld.envs.gym_real import RealGameEnv, check_gym_action, real_env_for_model, register_real_envs
+from infworld.envs.gym_real import (
+    RealGameEnv,
+    check_env_settings,
+    check_gym_action,
+    real_env_for_model,
+    register_real_envs,
+)
 from infworld.errors import DataError
 from infworld.serve.defaults import resolve_alias
 from infworld.serve.starts import Starts, load_or_make_starts
@@ -56,12 +62,7 @@ class WorldModelEnv(gymnasium.Env):
                  starts: Starts | str | Path | None = None, memory_cfg: dict[str, Any] | None = None,
                  max_episode_steps: int = 1000, render_mode: str | None = None, steps: int | None = None,
                  sampler: str | None = None, device: str = "cpu"):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise DataError(f"render_mode: expected one of {self.metadata['render_modes']} or None, "
-                            f"got {render_mode!r}", field="render_mode")
-        if max_episode_steps < 1:
-            raise DataError(f"max_episode_steps: expected >= 1, got {max_episode_steps}",
-                            field="max_episode_steps")
+        check_env_settings(self.metadata, render_mode, max_episode_steps)
         model_dir = None
         if isinstance(model, WorldModel):
             world = model

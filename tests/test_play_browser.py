@@ -24,17 +24,8 @@ sync_api = pytest.importorskip("playwright.sync_api",
 uvicorn = pytest.importorskip("uvicorn")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    model, starts, _ = build_play_model(tmp_path_factory.mktemp("browser"))
-    app = create_app(str(model), "window", starts=starts,
-                     config=ServerConfig(max_sessions=2, session=SessionConfig(max_log_frames=50)))
+def serve(app):
+    """Run ``app`` on a free local port in a thread; yield its URL, stop it afterwards."""
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -47,6 +38,20 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}/"
     srv.should_exit = True
     thread.join(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    model, starts, _ = build_play_model(tmp_path_factory.mktemp("browser"))
+    app = create_app(str(model), "window", starts=starts,
+                     config=ServerConfig(max_sessions=2, session=SessionConfig(max_log_frames=50)))
+    yield from serve(app)
 
 
 def canvas_pixels(page) -> str:

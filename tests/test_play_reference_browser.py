@@ -3,11 +3,8 @@ side, both moving under the same keys."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
-from test_play_browser import CHROMIUM, free_port, sync_api, uvicorn
+from test_play_browser import CHROMIUM, serve, sync_api
 from test_play_server import build_play_model, doom_starts
 
 from infworld.serve.server import ServerConfig, create_app
@@ -20,18 +17,7 @@ pytest.importorskip("vizdoom")
 def server(tmp_path_factory):
     model, _, _ = build_play_model(tmp_path_factory.mktemp("reference"))
     app = create_app(str(model), "window", starts=doom_starts(), config=ServerConfig(real_reference=True))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the play server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    yield from serve(app)
 
 
 def pixels(page, canvas: str) -> str:

@@ -104,6 +104,16 @@ def game_settings(meta: dict[str, Any]) -> dict[str, Any]:
             "monsters": meta.get("monsters")}
 
 
+def check_env_settings(metadata: dict[str, Any], render_mode: str | None, max_episode_steps: int) -> None:
+    """The settings every infworld gym env shares (real game or world model); DataError naming the field."""
+    if render_mode is not None and render_mode not in metadata["render_modes"]:
+        raise DataError(f"render_mode: expected one of {metadata['render_modes']} or None, "
+                        f"got {render_mode!r}", field="render_mode")
+    if max_episode_steps < 1:
+        raise DataError(f"max_episode_steps: expected >= 1, got {max_episode_steps}",
+                        field="max_episode_steps")
+
+
 class RealGameEnv(gymnasium.Env):
     """A real game (ViZDoom, Crafter) behind the world-model env's contract (module docstring)."""
 
@@ -113,12 +123,7 @@ class RealGameEnv(gymnasium.Env):
                  frame_skip: int | None = None, monsters: bool | None = None,
                  starts: Starts | str | Path | None = None, max_episode_steps: int = 1000,
                  render_mode: str | None = None, on_unsupported: str = "raise"):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise DataError(f"render_mode: expected one of {self.metadata['render_modes']} or None, "
-                            f"got {render_mode!r}", field="render_mode")
-        if max_episode_steps < 1:
-            raise DataError(f"max_episode_steps: expected >= 1, got {max_episode_steps}",
-                            field="max_episode_steps")
+        check_env_settings(self.metadata, render_mode, max_episode_steps)
         if on_unsupported not in UNSUPPORTED_MODES:
             raise ConfigError(f"on_unsupported: expected one of {UNSUPPORTED_MODES}, got {on_unsupported!r}")
         if starts is not None and not isinstance(starts, Starts):
