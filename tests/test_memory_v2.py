@@ -10,7 +10,7 @@ from synthetic import make_dataset
 
 from infworld.diffusion.samplers import SamplerConfig
 from infworld.errors import ConfigError, DataError, MemoryConfigError
-from infworld.memory.base import COMPRESSED_KIND, MEMORY_KIND, MemoryContext, slot_positions
+from infworld.memory.base import COMPRESSED_KIND, MEMORY_KIND, MemoryContext, plain_context, slot_positions
 from infworld.memory.compressor import CompressorConfig, TemporalCompressor
 from infworld.memory.context import MemoryLayout, fit_positions, memory_past
 from infworld.memory.registry import make_memory
@@ -19,7 +19,6 @@ from infworld.models.dit import DiT, DiTConfig
 from infworld.models.tokenizers import PixelTokenizer
 from infworld.models.worldnet import WorldNet
 from infworld.train.recipe import load_recipe
-from infworld.train.tasks.memory_train import present_plain
 from infworld.train.tasks.world import WorldTask
 from infworld.world import RolloutConfig, WorldModel
 
@@ -142,7 +141,7 @@ def test_plain_presentation_keeps_compressed_latents_marked():
     kinds = torch.tensor([[COMPRESSED_KIND, MEMORY_KIND, MEMORY_KIND]])
     ctx = MemoryContext(torch.zeros(1, 3, 4, 2, 2), acts(1, 3), slot_positions(3, 4), kinds=kinds,
                         poses=torch.zeros(1, 3, 5))
-    out = present_plain(ctx)
+    out = plain_context(ctx)
     assert out.kinds.tolist() == [[COMPRESSED_KIND, 0, 0]] and out.poses is None
     hpmc = make_memory("hpmc", budget=4, local_window=2, plain=True)
     assert hpmc.frame_kinds() == {COMPRESSED_KIND}

@@ -153,6 +153,16 @@ def slot_positions(num: int, local_window: int) -> torch.Tensor:
     return torch.arange(num, dtype=torch.float32) - float(num + max(local_window - 1, 0))
 
 
+def plain_context(ctx: MemoryContext) -> MemoryContext:
+    """``ctx`` with its raw memory frames shown as ordinary frames (kind 0, no poses), in place;
+    compressed latents (HPMC) keep their kind. The ``plain`` setting at inference and the plain
+    share of memory training (memory_train.py) both use it."""
+    if ctx.kinds is not None:
+        ctx.kinds = torch.where(ctx.kinds == MEMORY_KIND, torch.zeros_like(ctx.kinds), ctx.kinds)
+    ctx.poses = None
+    return ctx
+
+
 @dataclass
 class MemoryContext:
     """Extra clean context for the next chunk.
@@ -250,11 +260,7 @@ class Memory(ABC):
         """Apply the ``plain`` setting: stored raw frames enter the DiT as ordinary earlier frames
         (frame kind 0, no pose features), as a model never trained with memory sees its context
         (VRAG concatenates retrieved frames this way). Otherwise unchanged."""
-        if ctx is not None and self.plain:
-            if ctx.kinds is not None:  # raw frames only: compressed latents (HPMC) stay marked
-                ctx.kinds = torch.where(ctx.kinds == MEMORY_KIND, torch.zeros_like(ctx.kinds), ctx.kinds)
-            ctx.poses = None
-        return ctx
+        return plain_context(ctx) if ctx is not None and self.plain else ctx
 
     def reference_pose(self) -> torch.Tensor | None:
         """(B, 5) the memory's own estimate of the current camera (e.g. dead-reckoned from actions),

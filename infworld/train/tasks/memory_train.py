@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from infworld.errors import ConfigError, MemoryConfigError
-from infworld.memory.base import MEMORY_KIND, Memory, MemoryConfig, MemoryContext
+from infworld.memory.base import Memory, MemoryConfig, MemoryContext
 from infworld.memory.context import MemoryLayout
 from infworld.memory.registry import make_memory, memory_class, memory_config, memory_names
 
@@ -138,14 +138,6 @@ def pick_strategy(cfg: MemoryTrainConfig, generator: torch.Generator | None) -> 
     w = torch.tensor([float(cfg.strategies[n]) for n in names])
     gen_dev = generator.device if generator is not None else "cpu"
     return names[int(torch.multinomial(w.to(gen_dev), 1, generator=generator))]
-
-
-def present_plain(ctx: MemoryContext) -> MemoryContext:
-    """Raw memory frames as ordinary frames (kind 0, no poses); compressed latents keep their kind."""
-    if ctx.kinds is not None:
-        ctx.kinds = torch.where(ctx.kinds == MEMORY_KIND, torch.zeros_like(ctx.kinds), ctx.kinds)
-    ctx.poses = None
-    return ctx
 
 
 def training_context(memory: Memory, module: nn.Module | None, x0: torch.Tensor,

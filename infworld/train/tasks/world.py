@@ -44,6 +44,7 @@ from infworld.diffusion.flow import FlowConfig
 from infworld.diffusion.forcing import ForcingConfig, forcing_loss
 from infworld.diffusion.samplers import SamplerConfig
 from infworld.errors import ConfigError, InfWorldError
+from infworld.memory.base import plain_context
 from infworld.models.action import frame_actions
 from infworld.models.dit import DiT, DiTConfig
 from infworld.models.tokenizers import (  # noqa: F401 (re-exported for older imports)
@@ -63,7 +64,6 @@ from infworld.train.tasks.memory_train import (
     build_memories,
     build_modules,
     pick_strategy,
-    present_plain,
     strategy_settings,
     training_context,
 )
@@ -286,7 +286,7 @@ class WorldTask:
         if ctx is not None and mcfg.plain_prob > 0:
             gen_dev = generator.device if generator is not None else "cpu"
             if float(torch.rand((), generator=generator, device=gen_dev)) < mcfg.plain_prob:
-                ctx = present_plain(ctx)
+                ctx = plain_context(ctx)
         loss, metrics = forcing_loss(lambda x, t, a: model(x, t, a, memory=ctx, ref_pose=ref), x0[:, h:],
                                      {k: a[:, h:] for k, a in acts.items()}, self.config.flow,
                                      self.config.forcing, generator)
