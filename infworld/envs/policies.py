@@ -3,8 +3,9 @@
 Long-horizon memory is only learnable from trajectories that come back to places already seen
 (Infinite-World, arXiv 2602.02393, Sec. 3.4 "revisit-dense finetuning"; VRAG, arXiv 2505.21996,
 retrieves past frames by pose). Three policies make such data from any :class:`Env` (a fourth,
-``diverse``, makes action-diverse data for action following); :func:`make_policy` builds them by
-name. ``random`` and ``explore`` live with the shared machinery in policy_base.py, ``revisit`` and
+``diverse``, makes action-diverse data for action following; a fifth, ``craft``, plays Crafter's
+tech tree and returns to what it changed, craft_policy.py); :func:`make_policy` builds them by name.
+``random`` and ``explore`` live with the shared machinery in policy_base.py, ``revisit`` and
 ``diverse`` (both extend ``explore``) in revisit_policy.py and diverse_policy.py:
 
 * ``random``: sticky random commands with momentum (each kept for a random duration).
@@ -28,16 +29,18 @@ the view level. Grid envs (Crafter) reuse the same logic with the four screen di
 from __future__ import annotations
 
 from infworld.envs.base import EnvSpec
+from infworld.envs.craft_policy import CraftPolicy
 from infworld.envs.diverse_policy import DiversePolicy
 from infworld.envs.policy_base import ExplorePolicy, Policy, PolicyConfig, RandomPolicy
 from infworld.envs.revisit_policy import RevisitPolicy
 from infworld.errors import EnvError
 
-__all__ = ["POLICIES", "DiversePolicy", "ExplorePolicy", "Policy", "PolicyConfig", "RandomPolicy",
+__all__ = ["POLICIES", "CraftPolicy", "DiversePolicy", "ExplorePolicy", "Policy", "PolicyConfig", "RandomPolicy",
            "RevisitPolicy", "make_policy"]
 
 _CLASSES: dict[str, type[Policy]] = {"random": RandomPolicy, "explore": ExplorePolicy,
-                                     "revisit": RevisitPolicy, "diverse": DiversePolicy}
+                                     "revisit": RevisitPolicy, "diverse": DiversePolicy,
+                                     "craft": CraftPolicy}
 POLICIES: tuple[str, ...] = tuple(_CLASSES)
 
 
