@@ -149,6 +149,12 @@ class CraftPolicy(ExplorePolicy):
             "away_and_back": bool(self.changes), "random": True, "explore": True,
         }
         w *= np.array([ok[e] for e in ERRANDS], dtype=np.float64)
+        # Follow the tech tree: a table when none is near, then a pickaxe, then stone.
+        near_table = self._near(sem, obs, SEMANTIC["table"])
+        boost = {"table": 4.0 * (not near_table), "tools": 3.0 * (inv["wood_pickaxe"] == 0),
+                 "stone": 2.0 * (inv["stone"] < 2)}
+        for name, b in boost.items():
+            w[ERRANDS.index(name)] *= 1.0 + b
         kind = ERRANDS[int(self.rng.choice(len(w), p=w / w.sum()))]
         self.errands.append(kind)
         errand = {"kind": kind, "budget": self.craft.errand_budget, "start": dict(inv)}
