@@ -74,10 +74,11 @@ class WorldModelEnv(gymnasium.Env):
             world = load_world(name, memory, memory_cfg=memory_cfg, device=device, steps=steps, name=sampler)
             model_dir = resolve_model_dir(name)
         if starts is None:
-            starts = load_or_make_starts(model_dir, world.frame_size)
+            starts = load_or_make_starts(model_dir, world.frame_size, interact_vocab=world.interact_vocab)
         elif not isinstance(starts, Starts):
             starts = Starts.load(starts)
-        starts.check_model(world.frame_size, world.dit.cfg.actions.sizes())
+        starts.check_model(world.frame_size, world.dit.cfg.actions.sizes(),
+                           interact_vocab=world.interact_vocab)
         self.world = world
         self.starts = starts
         # pose-based memories not built with poses="dead_reckon" get dead-reckoned poses from here

@@ -121,6 +121,12 @@ class WorldModel:
         self._prev: torch.Tensor | None = None  # (B, 1, C, h, w) the last context frame, as cached
         self.last_latents: torch.Tensor | None = None
 
+    @property
+    def interact_vocab(self) -> list[str] | None:
+        """The interaction names the model was trained with (its dataset's), None if not recorded."""
+        vocab = getattr(self.net, "model_config", {}).get("interact_vocab")
+        return list(vocab) if vocab else None
+
     # -- construction ----------------------------------------------------------------------
 
     @classmethod

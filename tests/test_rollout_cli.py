@@ -115,7 +115,8 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(setup, tmp_path, capsys)
         setup,
         tmp_path,
         capsys,
-        "[interact]: ids must be in 0..1 (the model's range), got range 0..2",
+        "[interact_vocab]: the actions are in synthetic's action space (3 interact ids: none, use, open) but "
+        "the model was trained on an action space (2 interact ids: none, use)",
         episode=str(wide),
     )
     small = make_dataset(tmp_path / "small", episodes=1, size=16)

@@ -29,8 +29,8 @@ from typing import Any
 from infworld.bench import protocols as P
 from infworld.bench.suites import Suite, build_suite, load_data_suite
 from infworld.bench.variant import VariantRun
-from infworld.data.action_schema import check_action_ids
-from infworld.data.episode import atomic_write_json
+from infworld.data.action_schema import check_action_ids, check_action_space
+from infworld.data.episode import atomic_write_json, read_meta
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
 
 PROTOCOLS = ("replay", "revisit", "action", "distribution", "speed")
@@ -229,7 +229,12 @@ def _check_worlds(worlds: dict[str, Any], suite: Suite) -> None:
     for name, world in worlds.items():
         if world.memory.needs_poses and any(t.episode.pose is None for t in suite.trajectories):
             raise MemoryConfigError(f"memory {name!r} needs poses, but the dataset has none; leave it out")
-    sizes = next(iter(worlds.values())).dit.cfg.actions.sizes()
+    first = next(iter(worlds.values()))
+    if (suite.root / "meta.json").exists():
+        meta = read_meta(suite.root)
+        check_action_space(getattr(first, "interact_vocab", None), meta.interact_vocab, meta.env,
+                           path=str(suite.root))
+    sizes = first.dit.cfg.actions.sizes()
     for t in suite.trajectories:
         for field, ids in VariantRun.actions(t).items():
             check_action_ids(ids, sizes.get(field, 1), field, path=f"trajectory {t.name}",

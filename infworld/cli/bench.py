@@ -4,6 +4,8 @@
                    [--protocols replay,revisit,action,distribution,speed] [--steps N] [--chunk N]
                    [--context K] [--seed 0] [--memory-opt [NAME.]KEY=VALUE ...] [--idm doom-idm]
                    [--cache DIR] [--threads N] [--no-progress]
+    infworld bench --model crafter-tiny --suite crafter-v1 [--memory window,vrag,...] --out OUT
+                   [--protocols effects,moves,recall,look] [--probe crafter-probe]
     infworld bench train-idm --data DIR --out OUT [--train-steps 2000] [--seed 0] [--max-minutes M]
 
 The first form runs every memory variant through every protocol on a versioned suite of fixed
@@ -11,7 +13,10 @@ ViZDoom trajectories (generated once into ``--cache``, default ``~/.cache/infwor
 your own episodes (``--data DIR``, any dataset in the episode format). It writes OUT/results.json
 (schema "infworld-bench/1"), OUT/report.md, OUT/report.html, OUT/clips/*.mp4 (generated | ground
 truth) and OUT/parts/<variant>.<protocol>.json; running it again resumes (finished parts are
-kept). The second form trains the inverse dynamics model the action protocol uses.
+kept). Crafter suites (crafter-mini, crafter-v1) run the world-state protocols instead (action
+effects, move following, recall of changed cells, long-rollout look; judged by the probe of
+``infworld probe``; infworld/bench/crafter_runner.py). The last form trains the inverse dynamics
+model the action protocol uses.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from infworld.cli.common import check_at_least
 from infworld.errors import ConfigError
 
 PROTOCOLS = ("replay", "revisit", "action", "distribution", "speed")
+CRAFTER_PROTOCOLS = ("effects", "moves", "recall", "look")  # crafter suites (bench/crafter_bench.py)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("action", nargs="?", choices=("run", "train-idm"), default="run",
                    help="run the benchmark (default) or train the inverse dynamics model")
     p.add_argument("--model", default="doom-tiny-world", help="exported world model: folder or name")
-    p.add_argument("--suite", help="suite name (doom-mini, doom-v1, doom-v2: long revisits); default doom-v1 "
-                                    "unless --data is given")
+    p.add_argument("--suite", help="suite name (doom-mini, doom-v1, doom-v2: long revisits; crafter-mini, "
+                                    "crafter-v1: world state); default doom-v1 unless --data is given")
     p.add_argument("--memory", help="comma-separated memory strategies (default: every registered one)")
     p.add_argument("--data", help="dataset: benchmark on its episodes (run), train on them (train-idm)")
     p.add_argument("--out", required=True, help="output folder")
@@ -44,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-opt", action="append", default=[], metavar="[NAME.]KEY=VALUE",
                    help="memory setting, for one strategy (full.budget=200) or all that take it (budget=8)")
     p.add_argument("--idm", help="inverse dynamics model for the action protocol (default: doom-idm)")
+    p.add_argument("--probe", default="crafter-probe",
+                   help="crafter suites: the world-state probe that judges frames (default: crafter-probe)")
     p.add_argument("--cache", help="suite cache folder (default: ~/.cache/infworld/bench)")
     p.add_argument("--max-episodes", type=int, default=8, help="--data: episodes used (default 8)")
     p.add_argument("--max-frames", type=int, default=1025, help="--data: frames per episode (default 1025)")
@@ -114,17 +122,37 @@ def run(args: argparse.Namespace) -> int:
 
         memories = memory_names()
     protocols = _split(args.protocols)
-    unknown = sorted(set(protocols or []) - set(PROTOCOLS))
-    if unknown:
-        raise ConfigError(f"--protocols: unknown {unknown}; valid: {list(PROTOCOLS)}")
     suite = args.suite or (None if args.data else "doom-v1")
     memory_cfg = parse_memory_opts(args.memory_opt, memories)
+    from infworld.bench.crafter_suite import is_crafter_suite
+
+    if is_crafter_suite(suite):
+        return _run_crafter(args, suite, memories, protocols, memory_cfg)
+    unknown = sorted(set(protocols or []) - set(PROTOCOLS))
+    if unknown:
+        raise ConfigError(f"--protocols: unknown {unknown}; valid: {list(PROTOCOLS)} (crafter suites: "
+                          f"{list(CRAFTER_PROTOCOLS)})")
     results = run_bench(args.model, suite, memories, args.out, data=args.data, protocols=protocols,
                         progress=not args.no_progress, memory_cfg=memory_cfg, steps=args.steps,
                         chunk=args.chunk, context=args.context, seed=args.seed, idm=args.idm,
                         cache_dir=args.cache, max_episodes=args.max_episodes, max_frames=args.max_frames)
     print(summary_table(results))
     print(f"bench: results.json, report.md, report.html -> {args.out}")
+    return 0
+
+
+def _run_crafter(args: argparse.Namespace, suite: str, memories: list[str], protocols: list[str] | None,
+                 memory_cfg: dict[str, dict]) -> int:
+    from infworld.bench.crafter_runner import report_markdown, run_crafter_bench
+
+    bad = sorted(set(protocols or []) - set(CRAFTER_PROTOCOLS))
+    if bad:
+        raise ConfigError(f"--protocols: {bad} are not crafter protocols; valid: {list(CRAFTER_PROTOCOLS)}")
+    results = run_crafter_bench(args.model, suite, memories, args.out, probe=args.probe, protocols=protocols,
+                                memory_cfg=memory_cfg, steps=args.steps, seed=args.seed, cache_dir=args.cache,
+                                progress=not args.no_progress)
+    print(report_markdown(results))
+    print(f"bench: results.json, report.md -> {args.out}")
     return 0
 
 

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", default=None,
                    help="vizdoom: my_way_home (default), freedoom2[:MAP01..MAP32], freedoom1[:E1M1..E4M9], "
                         "basic, health_gathering, ...; crafter: default (64x64 world) or small (32x32)")
-    p.add_argument("--policy", default="random", help="random, explore, revisit, diverse or craft (Crafter only) (default: random)")
+    p.add_argument("--policy", default="random",
+                   help="random, explore, revisit, diverse or craft (Crafter only) (default: random)")
     p.add_argument("--episodes", type=int, default=1, help="number of episodes (default: 1)")
     p.add_argument("--steps", type=int, default=1000,
                    help="actions per episode; an episode has steps + 1 frames (default: 1000)")

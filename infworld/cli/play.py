@@ -20,9 +20,10 @@ puts them side by side (model left, game right) and prints the PSNR of model vs 
 from the same frame when the start records its game state (a replay, serve/starts.py); otherwise the
 game begins at the scenario's start with ``--seed`` (serve/reference.py).
 
-Starting frames come from ``<model dir>/starts.npz``; without one, a short ViZDoom collector run
-makes them. ``--make-starts`` writes that file from a dataset folder, or ``collect`` for the
-collector (default destination: beside the model).
+Starting frames come from ``<model dir>/starts.npz``; without one, a short collector run of the
+model's game (ViZDoom, or Crafter for a Crafter model) makes them. ``--make-starts`` writes that
+file from a dataset folder, or ``collect`` for the collector (default destination: beside the
+model).
 """
 
 from __future__ import annotations
@@ -167,25 +168,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_starts(args: argparse.Namespace, factory):
-    from infworld.serve.starts import Starts, find_starts, starts_from_collector
+    from infworld.serve.starts import Starts, find_starts, game_of, starts_from_collector
 
     if args.starts:
         return Starts.load(args.starts)
     if find_starts(factory.model_dir) is not None:
         return Starts.load(find_starts(factory.model_dir))
-    print(f"infworld play: no starts.npz beside {factory.model_dir}; running the ViZDoom collector briefly "
+    game = game_of(factory.template.interact_vocab)
+    print(f"infworld play: no starts.npz beside {factory.model_dir}; running the {game} collector briefly "
           "(write one with --make-starts)", file=sys.stderr)
-    return starts_from_collector(size=factory.frame_size)
+    return starts_from_collector(game, size=factory.frame_size)
 
 
 def make_starts(args: argparse.Namespace, model: str) -> int:
     from infworld.models.loading import read_model_config, resolve_model_dir
-    from infworld.serve.starts import STARTS_FILE, starts_from_collector, starts_from_dataset
+    from infworld.serve.starts import STARTS_FILE, game_of, starts_from_collector, starts_from_dataset
 
     model_dir = resolve_model_dir(model)
-    size = tuple(read_model_config(model_dir)["model_config"].get("frame_size", (64, 64)))
+    mc = read_model_config(model_dir)["model_config"]
+    size = tuple(mc.get("frame_size", (64, 64)))
     if args.make_starts == "collect":
-        starts = starts_from_collector(size=size, count=args.count, context=args.context, seed=args.seed)
+        starts = starts_from_collector(game_of(mc.get("interact_vocab")), size=size, count=args.count,
+                                       context=args.context, seed=args.seed)
     else:
         starts = starts_from_dataset(args.make_starts, count=args.count, context=args.context)
     if starts.frame_size != size:

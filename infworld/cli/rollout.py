@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from infworld.cli.common import TypedFlag, check_at_least
-from infworld.data.action_schema import check_action_ids
+from infworld.data.action_schema import check_action_ids, check_action_space
 from infworld.data.outputs import check_output_dir
 from infworld.device import check_device
 from infworld.errors import DataError
@@ -177,6 +177,7 @@ def _load_world(args: argparse.Namespace, ep: Episode, path: Path, meta: Dataset
     if tuple(world.frame_size) != tuple(meta.size):
         raise DataError(f"frames are {tuple(meta.size)} but the model was trained on "
                         f"{tuple(world.frame_size)}", path=root, field="size")
+    check_action_space(world.interact_vocab, meta.interact_vocab, meta.env, path=root)
     sizes = world.dit.cfg.actions.sizes()
     for name, a in _episode_actions(ep).items():
         check_action_ids(a, sizes[name], name, path=str(path), whose="the model's")

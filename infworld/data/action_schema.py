@@ -79,3 +79,33 @@ def check_action_ids(ids: Any, size: int, field: str, path: str | None = None, w
         got = f"{int(a)}" if a.ndim == 0 else f"range {int(a.min())}..{int(a.max())}"
         raise DataError(f"ids must be in 0..{hi}{where}, got {got}", path=path, field=field)
     return a.astype(np.int64)
+
+
+def _generic(vocab: list[str]) -> bool:
+    """An imported dataset's placeholder names ("none", "interact_1", ...), which name no game."""
+    return all(v == "none" or v.startswith("interact_") or v.isdigit() for v in vocab)
+
+
+def describe_action_space(vocab: list[str], env: str | None = None) -> str:
+    """``"crafter's (none, do, sleep, ...)"`` for messages: the game, when known, and the ids."""
+    if env is None:
+        from infworld.envs.crafter import CRAFTER_INTERACT_VOCAB
+
+        env = "crafter" if list(vocab) == list(CRAFTER_INTERACT_VOCAB) else None
+    names = ", ".join(vocab[:8]) + (", ..." if len(vocab) > 8 else "")
+    return f"{env + chr(39) + 's' if env else 'an'} action space ({len(vocab)} interact ids: {names})"
+
+
+def check_action_space(model_vocab: Any, data_vocab: Any, data_env: str | None = None,
+                       path: str | None = None, model: str = "the model") -> None:
+    """DataError when actions recorded with one interaction vocabulary meet a model trained on
+    another (Crafter actions given to a Doom model and the reverse): the ids would be read as other
+    actions. Placeholder vocabularies of imported data (``interact_1``...) only need equal length;
+    a side that does not say (None) is not checked."""
+    if not model_vocab or not data_vocab:
+        return
+    m, d = [str(v) for v in model_vocab], [str(v) for v in data_vocab]
+    same = len(m) == len(d) and (m == d or _generic(m) or _generic(d))
+    if not same:
+        raise DataError(f"the actions are in {describe_action_space(d, data_env)} but {model} was trained "
+                        f"on {describe_action_space(m)}", path=path, field="interact_vocab")

@@ -35,8 +35,8 @@ from infworld.envs.policy_base import ExplorePolicy, Policy, PolicyConfig, Rando
 from infworld.envs.revisit_policy import RevisitPolicy
 from infworld.errors import EnvError
 
-__all__ = ["POLICIES", "CraftPolicy", "DiversePolicy", "ExplorePolicy", "Policy", "PolicyConfig", "RandomPolicy",
-           "RevisitPolicy", "make_policy"]
+__all__ = ["POLICIES", "CraftPolicy", "DiversePolicy", "ExplorePolicy", "Policy", "PolicyConfig",
+           "RandomPolicy", "RevisitPolicy", "make_policy"]
 
 _CLASSES: dict[str, type[Policy]] = {"random": RandomPolicy, "explore": ExplorePolicy,
                                      "revisit": RevisitPolicy, "diverse": DiversePolicy,

@@ -193,7 +193,8 @@ class PlayServer:
     def __init__(self, factory: EngineFactory, starts: Starts, config: ServerConfig):
         config.check()
         config.session.check(factory.chunk)
-        starts.check_model(factory.frame_size, factory.action_sizes)
+        starts.check_model(factory.frame_size, factory.action_sizes,
+                           interact_vocab=factory.template.interact_vocab)
         self.factory = factory
         self.starts = starts
         self.config = config
@@ -222,7 +223,7 @@ class PlayServer:
         meta = self.starts.meta
         vocab = meta.get("interact_vocab") or [str(i) for i in range(self.factory.action_sizes["interact"])]
         return {"type": "hello", "session": session.id, **self.factory.describe(),
-                "starts": list(self.starts.names), "interact_vocab": list(vocab),
+                "starts": list(self.starts.names), "interact_vocab": list(vocab), "env": meta.get("env"),
                 "has_pitch": bool(meta.get("has_pitch", True)), "frames_per_action":
                 session.config.frames_per_action, "max_message_bytes": self.config.max_message_bytes,
                 "image_format": self.config.image_format, "download": f"download.mp4?session={session.id}",
@@ -335,7 +336,8 @@ def create_app(model: str | EngineFactory, memory: str = "window", *, starts: St
     factory = model if isinstance(model, EngineFactory) else EngineFactory.load(
         model, memory, memory_cfg=memory_cfg, **overrides)
     if starts is None:
-        starts = load_or_make_starts(factory.model_dir, factory.frame_size)
+        starts = load_or_make_starts(factory.model_dir, factory.frame_size,
+                                     interact_vocab=factory.template.interact_vocab)
     elif not isinstance(starts, Starts):
         starts = Starts.load(starts)
     server = PlayServer(factory, starts, config or ServerConfig())

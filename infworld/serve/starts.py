@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from infworld.data.action_schema import check_action_ids, decode_move, decode_view
+from infworld.data.action_schema import check_action_ids, check_action_space, decode_move, decode_view
 from infworld.data.episode import (
     Episode,
     atomic_write_bytes,
@@ -96,8 +96,10 @@ class Starts:
         return int(self.frames.shape[2]), int(self.frames.shape[3])
 
     def check_model(self, frame_size: tuple[int, int], action_sizes: dict[str, int],
-                    path: str | None = None) -> None:
-        """Raise DataError unless these starts fit a model of ``frame_size`` and action vocabularies."""
+                    path: str | None = None, interact_vocab: list[str] | None = None) -> None:
+        """Raise DataError unless these starts fit a model of ``frame_size`` and action vocabularies
+        (``interact_vocab``: the model's interaction names, e.g. no Crafter starts for a Doom model)."""
+        check_action_space(interact_vocab, self.meta.get("interact_vocab"), self.meta.get("env"), path=path)
         if tuple(frame_size) != self.frame_size:
             raise DataError(f"starting frames are {self.frame_size} but the model generates "
                             f"{tuple(frame_size)}", path=path, field="frames")
@@ -292,6 +294,13 @@ def starts_from_collector(env: str = "vizdoom", scenario: str | None = None, siz
     return starts
 
 
+def game_of(interact_vocab: list[str] | None) -> str:
+    """The game whose collector makes starts for a model with these interaction names."""
+    from infworld.envs.crafter import CRAFTER_INTERACT_VOCAB
+
+    return "crafter" if list(interact_vocab or []) == list(CRAFTER_INTERACT_VOCAB) else "vizdoom"
+
+
 def find_starts(model_dir: str | Path | None) -> Path | None:
     """``<model dir>/starts.npz`` when it exists."""
     if model_dir is None:
@@ -301,9 +310,10 @@ def find_starts(model_dir: str | Path | None) -> Path | None:
 
 
 def load_or_make_starts(model_dir: str | Path | None, frame_size: tuple[int, int],
-                        count: int = 8, context: int = 4) -> Starts:
-    """The model's shipped starts, else a short ViZDoom collector run at the model's frame size."""
+                        count: int = 8, context: int = 4, interact_vocab: list[str] | None = None) -> Starts:
+    """The model's shipped starts, else a short collector run of its game (ViZDoom, or Crafter for a
+    model with Crafter's actions) at the model's frame size."""
     path = find_starts(model_dir)
     if path is not None:
         return Starts.load(path)
-    return starts_from_collector(size=frame_size, count=count, context=context)
+    return starts_from_collector(game_of(interact_vocab), size=frame_size, count=count, context=context)

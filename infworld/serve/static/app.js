@@ -12,11 +12,23 @@ const rctx = refscreen.getContext("2d");
 const timeline = $("timeline");
 const tctx = timeline.getContext("2d");
 
-const KEYS = {  // event.code -> [axis, value]
+const FPS_KEYS = {  // first-person games (ViZDoom): event.code -> [axis, value]
   KeyW: ["forward", 1], KeyS: ["forward", -1], KeyA: ["right", -1], KeyD: ["right", 1],
   ArrowLeft: ["yaw", -1], ArrowRight: ["yaw", 1], ArrowUp: ["pitch", 1], ArrowDown: ["pitch", -1],
   KeyE: ["interact", "use"], Space: ["interact", "attack"],
 };
+// Crafter (top-down, fixed camera): crafter's own keyboard layout (crafter/run_gui.py). W/S move up /
+// down the screen (forward +-1), A/D left / right; every interaction by its vocabulary name.
+const CRAFTER_KEYS = {
+  KeyW: ["forward", 1], KeyS: ["forward", -1], KeyA: ["right", -1], KeyD: ["right", 1],
+  Space: ["interact", "do"], Tab: ["interact", "sleep"], KeyR: ["interact", "place_stone"],
+  KeyT: ["interact", "place_table"], KeyF: ["interact", "place_furnace"], KeyP: ["interact", "place_plant"],
+  Digit1: ["interact", "make_wood_pickaxe"], Digit2: ["interact", "make_stone_pickaxe"],
+  Digit3: ["interact", "make_iron_pickaxe"], Digit4: ["interact", "make_wood_sword"],
+  Digit5: ["interact", "make_stone_sword"], Digit6: ["interact", "make_iron_sword"],
+};
+const KEY_LABELS = { Space: "Space", Tab: "Tab" };
+let KEYS = FPS_KEYS;
 
 const st = {
   ws: null, hello: null, lastError: "", inflight: false, pending: "", sentAt: 0, held: new Set(), tapped: new Set(),
@@ -79,6 +91,13 @@ function onHello(h) {
   });
   $("download").href = h.download;
   $("pitchhelp").style.display = h.has_pitch ? "" : "none";
+  KEYS = h.env === "crafter" ? CRAFTER_KEYS : FPS_KEYS;
+  $("fpshelp").hidden = KEYS !== FPS_KEYS;
+  $("crafterhelp").hidden = KEYS !== CRAFTER_KEYS;
+  if (KEYS === CRAFTER_KEYS) {
+    $("crafterkeys").innerHTML = Object.entries(CRAFTER_KEYS).filter(([, k]) => k[0] === "interact")
+      .map(([code, k]) => `<kbd>${KEY_LABELS[code] || code.replace(/^(Key|Digit)/, "")}</kbd> ${k[1]}`).join(", ");
+  }
   screen.focus();
 }
 
@@ -86,6 +105,7 @@ function interactId(name) {
   const vocab = (st.hello && st.hello.interact_vocab) || [];
   const i = vocab.indexOf(name);
   if (i > 0) return i;
+  if (KEYS === CRAFTER_KEYS) return 0;  // Crafter keys name their action exactly: no stand-in
   return vocab.length > 1 ? 1 : 0;
 }
 
