@@ -18,7 +18,7 @@ import sys
 from infworld.errors import InfWorldError
 
 # Command modules, in the order they appear in --help.
-COMMAND_MODULES = ["collect", "data", "train", "export", "rollout", "bench", "play"]
+COMMAND_MODULES = ["collect", "data", "train", "export", "rollout", "bench", "probe", "play"]
 
 
 def build_parser() -> argparse.ArgumentParser:
