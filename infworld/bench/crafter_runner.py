@@ -6,7 +6,9 @@ Writes OUT/parts/<variant>.json per memory strategy (a rerun keeps finished part
 OUT/results.json (schema "infworld-crafter-bench/1") and OUT/report.md. The memory-independent
 protocols (effects, moves, look) run once, with the first strategy; ``recall`` runs for each.
 Crafter poses are grid cells and its camera never turns, so the pose-based strategies get
-``pose_scale: 1`` and ``angle_weight: 0`` unless set (``--memory-opt``).
+``pose_scale: 1`` and ``angle_weight: 0`` unless set (``--memory-opt``); the full-history oracle
+gets a budget of ``FULL_BUDGET`` frames. Every variant is built (and a memory the model cannot run
+refused) before the first one runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from infworld.errors import ConfigError, DataError
 SCHEMA = "infworld-crafter-bench/1"
 GRID_POSE = {"pose_scale": 1.0, "angle_weight": 0.0}
 SHARED = ("effects", "moves", "look")  # protocols that do not depend on the memory
+FULL_BUDGET = 320  # recall history (96) + the longest gap (200) + a chunk, rounded up
 
 
 def _world(model: str, memory: str, settings: dict[str, Any], steps: int | None, seed: int) -> Any:
@@ -36,6 +39,8 @@ def _world(model: str, memory: str, settings: dict[str, Any], steps: int | None,
 
     cls = memory_class(memory)
     cfg = dict(settings)
+    if memory == "full":  # the oracle holds every frame of the longest recall rollout
+        cfg.setdefault("budget", FULL_BUDGET)
     if cls is not None:
         for k, v in GRID_POSE.items():
             if k in cls.config_class.keys():
@@ -69,13 +74,17 @@ def run_crafter_bench(model: str, suite_name: str, memories: list[str], out_dir:
     out = Path(out_dir)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     variants: dict[str, Any] = {}
+    worlds = {}
+    for mem in memories:  # every variant is built (and refused) before the first one runs for minutes
+        if not (out / "parts" / f"{mem}.json").exists():
+            worlds[mem] = _world(model, mem, (memory_cfg or {}).get(mem, {}), steps, seed)
+            check_crafter_model(worlds[mem], suite.meta, model)
     for k, mem in enumerate(memories):
         part = out / "parts" / f"{mem}.json"
         if part.exists():
             variants[mem] = json.loads(part.read_text())
             continue
-        world = _world(model, mem, (memory_cfg or {}).get(mem, {}), steps, seed)
-        check_crafter_model(world, suite.meta, model)
+        world = worlds.pop(mem)
         todo = [p for p in protocols if k == 0 or p not in SHARED]
         t0 = time.perf_counter()
         if progress:
