@@ -132,3 +132,30 @@ def test_crafter_actions_and_doom_models_do_not_mix():
         check_action_space(list(CRAFTER_INTERACT_VOCAB), doom, "vizdoom")
     check_action_space(doom, ["none", "interact_1", "interact_2"])  # imported placeholders: length only
     check_action_space(None, doom)  # a model that does not say: not checked
+
+
+def test_imported_crafter_actions_by_name(tmp_path):
+    """An actions CSV may name Crafter's actions (``--env crafter``); an unknown name is refused with
+    the row and the valid names, and nothing is written."""
+    import imageio.v2 as imageio
+
+    from infworld.data.episode import list_episodes, read_episode, read_meta
+    from infworld.data.importer import import_episode
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        imageio.imwrite(folder / f"{i:03d}.png", np.full((16, 16, 3), 40 * i, np.uint8))
+    good = tmp_path / "actions.csv"
+    good.write_text("frame,move,view,interact\n0,7,4,none\n1,4,4,place_table\n2,4,4,5\n")
+    import_episode(folder, tmp_path / "ds", actions=good, size=16, env="crafter")
+    meta = read_meta(tmp_path / "ds")
+    assert list(meta.interact_vocab) == list(CRAFTER_INTERACT_VOCAB)
+    ep = read_episode(list_episodes(tmp_path / "ds")[0], meta)
+    assert ep.interact.tolist() == [0, CRAFTER_INTERACT_VOCAB.index("place_table"), 5]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("frame,move,view,interact\n0,7,4,none\n1,4,4,place_tabel\n2,4,4,do\n")
+    want = r"row 2 \(line 3\): unknown action name 'place_tabel'; valid names are none, do, sleep, place_stone"
+    with pytest.raises(DataError, match=want):
+        import_episode(folder, tmp_path / "ds2", actions=bad, size=16, env="crafter")
+    assert not (tmp_path / "ds2" / "episodes").exists() or not list_episodes(tmp_path / "ds2")

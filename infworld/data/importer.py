@@ -54,12 +54,16 @@ ID_COLUMNS = {"move": ("forward", "right"), "view": ("yaw", "pitch")}
 
 
 def read_csv_table(path: str | os.PathLike, required: tuple[str, ...],
-                   optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+                   optional: tuple[str, ...] = (), names: dict[str, list[str]] | None = None
+                   ) -> dict[str, np.ndarray]:
     """Numeric columns of a CSV with a header row, as float64 arrays (one value per data row).
 
-    Raises DataError naming the file, the column and the row (1-based data row; the header is line 1)
-    for a missing column, a short row, an empty cell, a non-number, NaN or inf.
+    ``names``: columns whose cells may also be names from a vocabulary (``{"interact": ["none",
+    "do", ...]}``), read as their index. Raises DataError naming the file, the column and the row
+    (1-based data row; the header is line 1) for a missing column, a short row, an empty cell, a
+    non-number (or an unknown name, listing the valid ones), NaN or inf.
     """
+    names = names or {}
     path = str(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel writes a BOM
@@ -84,8 +88,15 @@ def read_csv_table(path: str | os.PathLike, required: tuple[str, ...],
             try:
                 v = float(cell)
             except ValueError:
-                raise DataError(f"row {r} (line {r + 1}): not a number: {cell!r}",
-                                path=path, field=c) from None
+                if c in names and cell in names[c]:
+                    v = float(names[c].index(cell))
+                elif c in names:
+                    raise DataError(f"row {r} (line {r + 1}): unknown action name {cell!r}; valid names are "
+                                    f"{', '.join(names[c])} (or their ids 0..{len(names[c]) - 1})",
+                                    path=path, field=c) from None
+                else:
+                    raise DataError(f"row {r} (line {r + 1}): not a number: {cell!r}",
+                                    path=path, field=c) from None
             if not math.isfinite(v):
                 raise DataError(f"row {r} (line {r + 1}): {cell} is not a finite number", path=path, field=c)
             out[c][r - 1] = v
@@ -134,11 +145,14 @@ def read_actions_csv(path: str | os.PathLike, num_frames: int,
     """``actions.csv`` -> (move, view, interact) int64 arrays of length T - 1.
 
     Move comes from a ``move`` id column (0..9) or from ``forward,right`` tri-states; view from a
-    ``view`` id column or from ``yaw,pitch``. ``interact_vocab`` (an existing dataset's) bounds the
-    interact ids. Every value is checked, the error naming the file, column, row and valid values.
+    ``view`` id column or from ``yaw,pitch``. ``interact_vocab`` (an existing dataset's, or the
+    game's: Crafter's for ``--env crafter``) bounds the interact ids, and the ``interact`` column may
+    then name actions (``place_table``) instead of giving ids. Every value is checked, the error
+    naming the file, column, row and valid values.
     """
     path = str(path)
-    table = read_csv_table(path, ("frame",), optional=(*ID_COLUMNS, *ACTION_COLUMNS[1:], "interact"))
+    table = read_csv_table(path, ("frame",), optional=(*ID_COLUMNS, *ACTION_COLUMNS[1:], "interact"),
+                           names={"interact": list(interact_vocab)} if interact_vocab else None)
     order = _order_rows(table, path, (num_frames - 1, num_frames),
                         f"one per transition for {num_frames} frames")[: num_frames - 1]
     ids: dict[str, np.ndarray] = {}
@@ -209,13 +223,24 @@ def _target_dataset(out: Path, size: int | tuple[int, int] | None, env: str | No
     return existing, hw
 
 
+def game_vocab(env: str | None) -> list[str] | None:
+    """The interaction vocabulary of a built-in game (``crafter``), None for any other env."""
+    if env == "crafter":
+        from infworld.envs.crafter import CRAFTER_INTERACT_VOCAB
+
+        return list(CRAFTER_INTERACT_VOCAB)
+    return None
+
+
 def _episode_actions(actions: str | os.PathLike | None, pose: np.ndarray | None, t: int,
-                     existing: DatasetMeta | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+                     existing: DatasetMeta | None, env: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(move, view, interact) int64 of length ``t`` - 1 and where they came from: the actions CSV,
     else labeled from the poses, else all uncertain."""
     interact = np.zeros(t - 1, dtype=np.int64)
     if actions is not None:
-        move, view, interact = read_actions_csv(actions, t, existing.interact_vocab if existing else None)
+        vocab = existing.interact_vocab if existing else game_vocab(env)
+        move, view, interact = read_actions_csv(actions, t, vocab)
         return move, view, interact, "csv"
     if pose is not None:
         from infworld.data.actions import label_from_poses  # lazy: the labeler is heavier and optional here
@@ -234,7 +259,7 @@ def _new_meta(env: str | None, hw: tuple[int, int], interact: np.ndarray, fps: f
     return DatasetMeta(
         env=env or "custom",
         size=hw,
-        interact_vocab=["none"] + [f"interact_{k}" for k in range(1, n_interact)],
+        interact_vocab=game_vocab(env) or ["none"] + [f"interact_{k}" for k in range(1, n_interact)],
         policy="imported",
         fps=float(fps or 30.0),
         has_pose=has_pose,
@@ -267,7 +292,7 @@ def import_episode(
     frames_arr, src = load_frames(frames, hw)
     t = len(frames_arr)
     pose = read_poses_csv(poses, t) if poses is not None else None
-    move, view, interact, actions_from = _episode_actions(actions, pose, t, existing)
+    move, view, interact, actions_from = _episode_actions(actions, pose, t, existing, env)
     if existing is not None:
         meta = existing  # read_actions_csv checked the interact ids against its vocabulary
     else:
