@@ -155,7 +155,7 @@ def test_imported_crafter_actions_by_name(tmp_path):
     assert ep.interact.tolist() == [0, CRAFTER_INTERACT_VOCAB.index("place_table"), 5]
     bad = tmp_path / "bad.csv"
     bad.write_text("frame,move,view,interact\n0,7,4,none\n1,4,4,place_tabel\n2,4,4,do\n")
-    want = r"row 2 \(line 3\): unknown action name 'place_tabel'; valid names are none, do, sleep, place_stone"
+    want = r"row 2 \(line 3\): unknown action name 'place_tabel'; valid names are none, do, sleep, place"
     with pytest.raises(DataError, match=want):
         import_episode(folder, tmp_path / "ds2", actions=bad, size=16, env="crafter")
     assert not (tmp_path / "ds2" / "episodes").exists() or not list_episodes(tmp_path / "ds2")
