@@ -16,6 +16,10 @@ DEFAULT_MEMORY = "vrag"
 # alias -> (model name or path, memory strategy)
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
     "doom-tiny": (DEFAULT_MODEL, DEFAULT_MEMORY),
+    # Crafter: the local window. The pose-based memories would have to dead-reckon while playing, and
+    # the dead reckoner integrates first-person moves along the heading, not Crafter's screen-frame
+    # moves; none of them kept a change on crafter-v1 either (docs/crafter.md).
+    "crafter-tiny": ("crafter-tiny", "window"),
 }
 
 
