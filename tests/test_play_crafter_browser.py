@@ -4,7 +4,7 @@ Space do, T place a table, 1 make a wood pickaxe...) send the model's interactio
 from __future__ import annotations
 
 import pytest
-from test_play_browser import CHROMIUM, serve, sync_api
+from test_play_browser import CHROMIUM, chromium, serve
 
 from infworld.cli import main
 from infworld.envs.crafter import CRAFTER_INTERACT_VOCAB
@@ -30,30 +30,25 @@ def server(tmp_path_factory):
 
 
 def test_crafter_keys_send_crafter_actions(server):
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server)
-            page.wait_for_function("document.getElementById('frame').textContent !== '-'", timeout=20_000)
-            assert page.locator("#crafterhelp").is_visible() and not page.locator("#fpshelp").is_visible()
-            help_text = page.locator("#crafterkeys").inner_text()
-            for shown in ("Space do", "T place_table", "1 make_wood_pickaxe"):
-                assert shown in help_text
-            page.click("#screen")
-            for key, name in (("Space", "do"), ("t", "place_table"), ("1", "make_wood_pickaxe"),
-                              ("r", "place_stone")):
-                want = CRAFTER_INTERACT_VOCAB.index(name)
-                page.keyboard.press(key)
-                page.wait_for_function(
-                    f"document.getElementById('action').textContent.includes('interact {want} ')",
-                    timeout=20_000)
-            page.keyboard.press("d")  # walk right: move id (0 + 1) * 3 + (1 + 1) = 5, no interaction
-            page.wait_for_function("document.getElementById('action').textContent.startsWith('move 5 view 4 "
-                                   "interact 0')", timeout=20_000)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server)
+        page.wait_for_function("document.getElementById('frame').textContent !== '-'", timeout=20_000)
+        assert page.locator("#crafterhelp").is_visible() and not page.locator("#fpshelp").is_visible()
+        help_text = page.locator("#crafterkeys").inner_text()
+        for shown in ("Space do", "T place_table", "1 make_wood_pickaxe"):
+            assert shown in help_text
+        page.click("#screen")
+        for key, name in (("Space", "do"), ("t", "place_table"), ("1", "make_wood_pickaxe"),
+                          ("r", "place_stone")):
+            want = CRAFTER_INTERACT_VOCAB.index(name)
+            page.keyboard.press(key)
+            page.wait_for_function(
+                f"document.getElementById('action').textContent.includes('interact {want} ')",
+                timeout=20_000)
+        page.keyboard.press("d")  # walk right: move id (0 + 1) * 3 + (1 + 1) = 5, no interaction
+        page.wait_for_function("document.getElementById('action').textContent.startsWith('move 5 view 4 "
+                               "interact 0')", timeout=20_000)
+        assert not errors, errors

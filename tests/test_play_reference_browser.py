@@ -4,7 +4,7 @@ side, both moving under the same keys."""
 from __future__ import annotations
 
 import pytest
-from test_play_browser import CHROMIUM, serve, sync_api
+from test_play_browser import CHROMIUM, chromium, serve
 from test_play_server import build_play_model, doom_starts
 
 from infworld.serve.server import ServerConfig, create_app
@@ -25,29 +25,24 @@ def pixels(page, canvas: str) -> str:
 
 
 def test_page_shows_the_real_game_beside_the_model(server):
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server)
-            page.wait_for_function("document.getElementById('refcap').textContent.includes('same start')",
-                                   timeout=20_000)
-            assert page.locator("#refbox").is_visible() and page.locator("#screencap").is_visible()
-            blank = page.evaluate("(() => { const c = document.createElement('canvas');"
-                                  " c.width = c.height = 32; return c.toDataURL(); })()")
-            page.wait_for_timeout(200)
-            game_before, model_before = pixels(page, "refscreen"), pixels(page, "screen")
-            assert game_before != blank  # the game's start frame is drawn
-            page.click("#screen")
-            page.keyboard.down("w")
-            page.wait_for_function("Number(document.getElementById('generated').textContent) >= 3",
-                                   timeout=20_000)
-            page.keyboard.up("w")
-            page.wait_for_timeout(300)
-            assert pixels(page, "refscreen") != game_before and pixels(page, "screen") != model_before
-            assert not errors, errors
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server)
+        page.wait_for_function("document.getElementById('refcap').textContent.includes('same start')",
+                               timeout=20_000)
+        assert page.locator("#refbox").is_visible() and page.locator("#screencap").is_visible()
+        blank = page.evaluate("(() => { const c = document.createElement('canvas');"
+                              " c.width = c.height = 32; return c.toDataURL(); })()")
+        page.wait_for_timeout(200)
+        game_before, model_before = pixels(page, "refscreen"), pixels(page, "screen")
+        assert game_before != blank  # the game's start frame is drawn
+        page.click("#screen")
+        page.keyboard.down("w")
+        page.wait_for_function("Number(document.getElementById('generated').textContent) >= 3",
+                               timeout=20_000)
+        page.keyboard.up("w")
+        page.wait_for_timeout(300)
+        assert pixels(page, "refscreen") != game_before and pixels(page, "screen") != model_before
+        assert not errors, errors

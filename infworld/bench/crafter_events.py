@@ -24,13 +24,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from infworld.envs.craft_policy import SEMANTIC, VIEW_HALF, changed_cells, in_view, player_cell
+from infworld.envs.craft_policy import SEMANTIC, VIEW_HALF, changed_cells, facing, in_view, player_cell
 from infworld.errors import DataError
 
 # Inventory counts a "do" may raise (drink/food/energy are refilled by keep_alive: never effects).
 COLLECTED = ("sapling", "wood", "stone", "coal", "iron", "diamond")
 TOOLS = ("wood_pickaxe", "stone_pickaxe", "iron_pickaxe", "wood_sword", "stone_sword", "iron_sword")
-_FACING = {0: (1, 0), 1: (0, -1), 2: (-1, 0), 3: (0, 1)}  # yaw / 90 -> (dcol, drow)
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ def find_effects(interact: np.ndarray, vocab: list[str], inventory: np.ndarray, 
                                   count=int(inventory[t + 1][inventory_keys.index(k)])))
         elif action.startswith("place_"):
             me = player_cell(pose[t], area_h)
-            d = _FACING[int(round(float(pose[t][3]) / 90.0)) % 4]
+            d = facing(pose[t])
             front = (me[0] + d[0], me[1] + d[1])
             if not (0 <= front[1] < area_h and 0 <= front[0] < semantic.shape[2]):
                 continue

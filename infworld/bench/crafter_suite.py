@@ -14,7 +14,6 @@ episodes already written. A change to a suite's contents needs a new version num
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,6 +144,3 @@ def suite_summary(suite: CrafterSuite) -> dict[str, Any]:
             "recall_gaps": [int(np.min(gaps)), int(np.max(gaps))] if gaps else [],
             "root": str(suite.root)}
 
-
-def read_suite_file(root: Path) -> dict[str, Any]:
-    return json.loads((root / SUITE_FILE).read_text())

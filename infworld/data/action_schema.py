@@ -87,13 +87,14 @@ def _generic(vocab: list[str]) -> bool:
 
 
 def describe_action_space(vocab: list[str], env: str | None = None) -> str:
-    """``"crafter's (none, do, sleep, ...)"`` for messages: the game, when known, and the ids."""
-    if env is None:
-        from infworld.envs.crafter import CRAFTER_INTERACT_VOCAB
+    """``"crafter's action space (13 interact ids: none, do, ...)"`` for messages: the game, when
+    known (given, or recognised by its vocabulary), and the ids."""
+    from infworld.envs.registry import game_of_vocab
 
-        env = "crafter" if list(vocab) == list(CRAFTER_INTERACT_VOCAB) else None
+    env = env or game_of_vocab(vocab)
+    whose = f"{env}'s" if env else "an"
     names = ", ".join(vocab[:8]) + (", ..." if len(vocab) > 8 else "")
-    return f"{env + chr(39) + 's' if env else 'an'} action space ({len(vocab)} interact ids: {names})"
+    return f"{whose} action space ({len(vocab)} interact ids: {names})"
 
 
 def check_action_space(model_vocab: Any, data_vocab: Any, data_env: str | None = None,

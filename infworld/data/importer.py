@@ -45,6 +45,7 @@ from infworld.data.episode import (
 )
 from infworld.data.import_frames import IMAGE_EXTS, VIDEO_EXTS, load_frames  # noqa: F401 (re-exported)
 from infworld.data.outputs import check_output_dir
+from infworld.envs.registry import game_interact_vocab
 from infworld.errors import DataError
 
 POSE_COLUMNS = ("frame", "x", "y", "z", "yaw", "pitch")
@@ -223,15 +224,6 @@ def _target_dataset(out: Path, size: int | tuple[int, int] | None, env: str | No
     return existing, hw
 
 
-def game_vocab(env: str | None) -> list[str] | None:
-    """The interaction vocabulary of a built-in game (``crafter``), None for any other env."""
-    if env == "crafter":
-        from infworld.envs.crafter import CRAFTER_INTERACT_VOCAB
-
-        return list(CRAFTER_INTERACT_VOCAB)
-    return None
-
-
 def _episode_actions(actions: str | os.PathLike | None, pose: np.ndarray | None, t: int,
                      existing: DatasetMeta | None, env: str | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -239,7 +231,7 @@ def _episode_actions(actions: str | os.PathLike | None, pose: np.ndarray | None,
     else labeled from the poses, else all uncertain."""
     interact = np.zeros(t - 1, dtype=np.int64)
     if actions is not None:
-        vocab = existing.interact_vocab if existing else game_vocab(env)
+        vocab = existing.interact_vocab if existing else game_interact_vocab(env)
         move, view, interact = read_actions_csv(actions, t, vocab)
         return move, view, interact, "csv"
     if pose is not None:
@@ -259,7 +251,7 @@ def _new_meta(env: str | None, hw: tuple[int, int], interact: np.ndarray, fps: f
     return DatasetMeta(
         env=env or "custom",
         size=hw,
-        interact_vocab=game_vocab(env) or ["none"] + [f"interact_{k}" for k in range(1, n_interact)],
+        interact_vocab=game_interact_vocab(env) or ["none"] + [f"interact_{k}" for k in range(1, n_interact)],
         policy="imported",
         fps=float(fps or 30.0),
         has_pose=has_pose,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infworld.envs.base import NOOP, Command, EnvSpec, Observation
+from infworld.envs.crafter import CRAFTER_INVENTORY_KEYS
 from infworld.envs.policy_base import ExplorePolicy, PolicyConfig
 from infworld.errors import EnvError
 
@@ -67,6 +68,11 @@ class CraftConfig:
         if not 1 <= self.away_min <= self.away_max:
             raise EnvError(f"craft policy away_min/away_max must satisfy 1 <= min <= max, got "
                            f"{self.away_min}/{self.away_max}")
+
+
+def facing(pose: np.ndarray) -> tuple[int, int]:
+    """(dcol, drow) the player faces, from the pose yaw (0 right, 90 up, 180 left, 270 down)."""
+    return ((1, 0), (0, -1), (-1, 0), (0, 1))[int(round(float(pose[3]) / 90.0)) % 4]
 
 
 def player_cell(pose: np.ndarray, area_h: int) -> tuple[int, int]:
@@ -121,8 +127,7 @@ class CraftPolicy(ExplorePolicy):
         if self._prev_sem is not None:
             self.changes += [(self._step_t, *c) for c in changed_cells(self._prev_sem, sem)]
         self._prev_sem, self._step_t = sem.copy(), self._step_t + 1
-        inv = dict(zip(self.spec_inventory_keys(), np.asarray(obs.extras["inventory"]).tolist(),
-                       strict=True))
+        inv = dict(zip(CRAFTER_INVENTORY_KEYS, np.asarray(obs.extras["inventory"]).tolist(), strict=True))
         for _ in range(4):  # an errand may end at once; the next one then acts this step
             if self._errand is None or self._errand["budget"] <= 0:
                 self._errand = self._new_errand(inv, sem, obs)
@@ -132,12 +137,6 @@ class CraftPolicy(ExplorePolicy):
                 return cmd
             self._errand = None
         return self._explore_step(obs)
-
-    @staticmethod
-    def spec_inventory_keys() -> tuple[str, ...]:
-        from infworld.envs.crafter import CRAFTER_INVENTORY_KEYS
-
-        return CRAFTER_INVENTORY_KEYS
 
     def _new_errand(self, inv: dict[str, int], sem: np.ndarray, obs: Observation) -> dict:
         w = np.asarray(self.craft.weights, dtype=np.float64).copy()
@@ -205,10 +204,6 @@ class CraftPolicy(ExplorePolicy):
             return list(DIRS.values())[k]
         return NOOP if k == 4 else Command(interact=k - 4)
 
-    def _facing(self, obs: Observation) -> tuple[int, int]:
-        yaw = int(round(float(obs.pose[3]) / 90.0)) % 4
-        return ((1, 0), (0, -1), (-1, 0), (0, 1))[yaw]
-
     def _use_nearest(self, obs: Observation, sem: np.ndarray, names: set[str]) -> Command | None:
         """Walk next to the nearest cell of ``names``, face it and ``do``; None if there is none."""
         targets = {SEMANTIC[n] for n in names}
@@ -218,7 +213,7 @@ class CraftPolicy(ExplorePolicy):
         move, face = step
         if move is not None:
             return DIRS[move]
-        if self._facing(obs) != face:
+        if facing(obs.pose) != face:
             # Walking into a non-walkable cell turns the player to face it; grass is walkable, so
             # facing grass means one step there and the next cell is what gets the "do".
             return DIRS[face]
@@ -228,7 +223,7 @@ class CraftPolicy(ExplorePolicy):
         """Place ``item`` on the cell in front when the game allows it there, else take a step."""
         where = {"table": WALKABLE, "stone": WALKABLE | {SEMANTIC["water"]}, "plant": {SEMANTIC["grass"]}}
         col, row = player_cell(obs.pose, sem.shape[0])
-        fc, fr = self._facing(obs)
+        fc, fr = facing(obs.pose)
         ahead = (col + fc, row + fr)
         if 0 <= ahead[1] < sem.shape[0] and 0 <= ahead[0] < sem.shape[1] \
                 and int(sem[ahead[1], ahead[0]]) in where[item]:

@@ -6,6 +6,8 @@ scenario stays cheap (and works without vizdoom or crafter installed).
 
 from __future__ import annotations
 
+from typing import Any
+
 from infworld.envs.base import Env
 from infworld.errors import EnvError
 
@@ -23,6 +25,21 @@ def scenarios(env: str) -> tuple[str, ...]:
     from infworld.envs.crafter import CRAFTER_SCENARIOS
 
     return tuple(CRAFTER_SCENARIOS)
+
+
+def game_interact_vocab(env: str | None) -> list[str] | None:
+    """The interaction vocabulary a built-in game always has (Crafter's), None otherwise (ViZDoom's
+    follows the scenario's buttons)."""
+    if env == "crafter":
+        from infworld.envs.crafter import CRAFTER_INTERACT_VOCAB
+
+        return list(CRAFTER_INTERACT_VOCAB)
+    return None
+
+
+def game_of_vocab(vocab: Any) -> str | None:
+    """The built-in game whose fixed vocabulary ``vocab`` is (``"crafter"``), else None."""
+    return "crafter" if vocab is not None and list(vocab) == game_interact_vocab("crafter") else None
 
 
 def check_env(env: str) -> None:

@@ -296,9 +296,9 @@ def starts_from_collector(env: str = "vizdoom", scenario: str | None = None, siz
 
 def game_of(interact_vocab: list[str] | None) -> str:
     """The game whose collector makes starts for a model with these interaction names."""
-    from infworld.envs.crafter import CRAFTER_INTERACT_VOCAB
+    from infworld.envs.registry import game_of_vocab
 
-    return "crafter" if list(interact_vocab or []) == list(CRAFTER_INTERACT_VOCAB) else "vizdoom"
+    return game_of_vocab(interact_vocab) or "vizdoom"
 
 
 def find_starts(model_dir: str | Path | None) -> Path | None:
