@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from infworld.train.task import register_task
 from infworld.train.trainer import train
 
 WORLD = 2
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 @dataclass
@@ -136,7 +138,13 @@ def test_torchrun_cli_trains_the_tokenizer(tmp_path):
            "--set", f"data.root={data}", "train.steps=4", "train.eval_every=2", "--out", str(out),
            "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr and (out / "checkpoints" / LAST).exists():
+        # A rank aborted in gloo's C++ teardown after the run wrote its last checkpoint: a rare race
+        # in torch's gloo shutdown (seen once in CI; not reproduced in 40 local runs, idle or loaded).
+        # Run it again once, so a real failure (twice in a row, or any other error) still fails.
+        shutil.rmtree(out)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-3000:]}"
     state = load_checkpoint(out / "checkpoints" / LAST)
     assert state["step"] == 4 and state["rng"]["world_size"] == WORLD
     assert state["samples_seen"] == {"per_rank": 4 * 8, "world_size": WORLD}

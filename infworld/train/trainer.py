@@ -19,6 +19,7 @@ weights, and checkpoints are sharded folders (dcp_checkpoint.py).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import sys
@@ -360,7 +361,15 @@ def train(recipe: Recipe, resume: bool = False, until_step: int | None = None,
     ``train.steps``), e.g. to train in chunks with ``resume=True``.
     """
     info = init_distributed(recipe.train.device, recipe.train.parallel)
+    trainer: Trainer | None = None
     try:
-        return Trainer(recipe, info, progress=progress).fit(resume=resume, until_step=until_step)
+        trainer = Trainer(recipe, info, progress=progress)
+        return trainer.fit(resume=resume, until_step=until_step)
     finally:
+        # The DDP wrapper's reducer holds the process group (and gloo's worker threads) alive.
+        # Free it, and any reference cycle around it, while the interpreter is fully alive, so the
+        # group is torn down here and not during interpreter finalisation (where gloo's threads can
+        # abort the process: "terminate called without an active exception").
+        del trainer
+        gc.collect()
         shutdown(info)
