@@ -39,6 +39,7 @@ import torch
 from infworld.config import build_dataclass
 from infworld.data.action_schema import check_action_ids
 from infworld.diffusion.samplers import SamplerConfig, sample
+from infworld.distill.self_forcing import check_student_steps
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
 from infworld.memory.base import Memory, MemoryContext
 from infworld.memory.context import MemoryLayout
@@ -157,6 +158,7 @@ class WorldModel:
                 raise ConfigError(f"WorldModel.from_pretrained: unknown setting {key!r}; valid: "
                                   f"{sorted(sampler_keys | rollout_keys)}")
             setattr(sampler if key in sampler_keys else rollout, key, value)
+        check_student_steps(mc, sampler.steps, str(name_or_path))
         if isinstance(memory, str):
             from infworld.memory.registry import pretrained_memory_config
 

@@ -71,6 +71,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, weights: str = "e
         for name, value in {**state["ema"]["params"], **state["ema"]["buffers"]}.items():
             if name in tensors:
                 tensors[name] = value.to(tensors[name].dtype)
+    select = getattr(task_cls, "export_tensors", None)  # a task whose module holds more than it ships
+    if select is not None:
+        tensors = select(tensors)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

@@ -1,3 +1,3 @@
 """Built-in tasks; importing this package registers them (see infworld/train/task.py)."""
 
-from infworld.train.tasks import tokenizer, world  # noqa: F401 (importing registers "tokenizer" and "world")
+from infworld.train.tasks import distill, tokenizer, world  # noqa: F401 (importing registers the tasks)
