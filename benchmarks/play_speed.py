@@ -2,7 +2,7 @@
 and where the time goes.
 
     python benchmarks/play_speed.py [--model doom-tiny] [--memory window] [--frames 150] \
-        [--out benchmarks/results/play_speed.json]
+        [--steps 1,2,4] [--out benchmarks/results/play_speed.json]
 
 For each setting (sampler steps x frames per action) the real play server (uvicorn, localhost) serves
 one client that works like the page: it sends the next action as soon as the previous frame has
@@ -194,15 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5, help="actions before measuring")
     ap.add_argument("--max-seconds", type=float, default=30.0, help="stop measuring a setting after this")
     ap.add_argument("--threads", type=int, help="only the settings with this many torch threads")
+    ap.add_argument("--steps", help="comma-separated sampler step counts to measure (e.g. 1,2,4 for a "
+                    "distilled student), each at 1 frame per action and 1 thread, instead of the grid")
     ap.add_argument("--out", default="benchmarks/results/play_speed.json")
     args = ap.parse_args(argv)
+    settings = SETTINGS
+    if args.steps:
+        settings = [(int(s), 1, 1) for s in args.steps.split(",")]
     model, memory = resolve_alias(args.model, args.memory)
     factory = EngineFactory.load(model, memory)
     starts = load_or_make_starts(factory.model_dir, factory.frame_size)
     load_before = os.getloadavg()
     profiler = Profiler(factory)
     results = []
-    for steps, fpa, threads in SETTINGS:
+    for steps, fpa, threads in settings:
         if args.threads and threads != args.threads:
             continue
         r = measure(factory, profiler, starts, steps, fpa, threads, args.frames, args.warmup,

@@ -59,7 +59,8 @@ def teacher(tmp_path_factory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("distill")
     data = make_dataset(root / "data")
-    recipe = load_recipe("tiny-test-world", [f"data.root={data}", f"train.out={root / 'run'}", "train.steps=12"])
+    recipe = load_recipe("tiny-test-world", [f"data.root={data}", f"train.out={root / 'run'}",
+                                             "train.steps=12"])
     run = train(recipe, progress=False)
     return export_run(run, root / "teacher"), data
 
@@ -75,7 +76,7 @@ def test_self_forcing_rollout_equals_inference_for_the_same_noise(teacher):
 
     net, _ = load_model(teacher[0])
     frames = np.random.default_rng(0).integers(0, 255, (2, 2, 32, 32, 3), dtype=np.uint8)
-    ctx_acts = {"move": np.zeros((2, 1), int), "view": np.zeros((2, 1), int), "interact": np.zeros((2, 1), int)}
+    ctx_acts = {name: np.zeros((2, 1), int) for name in ("move", "view", "interact")}
     chunks = [{"move": np.full((2, 2), i), "view": np.full((2, 2), 1), "interact": np.zeros((2, 2), int)}
               for i in range(3)]
 
@@ -117,6 +118,20 @@ def test_ode_stage_learns_and_the_student_runs_its_step_counts_only(teacher, tmp
     # the ODE student seeds the DMD stage
     train(distill_recipe(*teacher, tmp_path / "dmd", f"model.student_init={student}", "train.steps=2"),
           progress=False)
+
+
+def test_dmd_stage_with_a_retrieval_memory_over_real_history(teacher, tmp_path):
+    """history frames leave the window and reach vrag's store; the student's rollout and the scores
+    see what it retrieves (poses from the data)."""
+    recipe = distill_recipe(*teacher, tmp_path / "m", "model.memory=vrag", "model.history=4",
+                            "model.chunks=1", "data.clip_len=8", "train.steps=2", "train.log_every=1")
+    run = train(recipe, progress=False)
+    from infworld.train.logging import read_metrics
+
+    names = {r["name"] for r in read_metrics(run / "metrics.csv")}
+    assert {"train/loss_dmd", "train/loss_critic", "train/memory_frames"} <= names
+    vals = [r["value"] for r in read_metrics(run / "metrics.csv") if r["name"] == "train/memory_frames"]
+    assert max(vals) > 0
 
 
 def test_dmd_stage_resumes_exactly(teacher, tmp_path):
@@ -168,5 +183,6 @@ def test_bad_input_names_the_field(teacher, tmp_path):
                                                   "train.steps=1", "model.dit.dim=32"]), progress=False)
     mismatched = export_run(other, tmp_path / "other")
     recipe = distill_recipe(*teacher, tmp_path / "x", f"model.student_init={mismatched}")
-    with pytest.raises(ConfigError, match=r"student_init .* differs from the teacher .* dit.dim \(32 vs 48\)"):
+    with pytest.raises(ConfigError, match=r"student_init .* differs from the teacher .* dit.dim \(32 vs 48\)"
+                       ):
         DistillTask(recipe.model, recipe).build_model()

@@ -53,7 +53,9 @@ class DistillConfig:
     the teacher's ODE and guidance. ``context``: real latent frames before the student's first chunk;
     ``chunks``: chunks it rolls out per clip (context + chunks x chunk <= the teacher's window).
     ``t_min``/``t_max``: the DMD noise-level range. ``memory``: the strategy the student rolls out
-    with (``window`` = none beyond the local window)."""
+    with (``window`` = none beyond the local window); ``history``: real frames the engine observes
+    before the context (they leave the window and reach the memory, so a retrieval memory such as
+    ``vrag`` returns some of them while the student generates; the scores see the same memory)."""
 
     teacher: str = ""
     stage: Literal["ode", "dmd"] = "dmd"
@@ -67,6 +69,7 @@ class DistillConfig:
     t_min: float = 0.02
     t_max: float = 0.98
     memory: str = "window"
+    history: int = 0
 
     def check(self) -> None:
         if not self.teacher:
@@ -81,6 +84,8 @@ class DistillConfig:
         for name in ("context", "chunks", "generator_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.history < 0:
+            raise ConfigError(f"model.history: expected >= 0, got {self.history}")
         if not 0.0 < self.t_min < self.t_max < 1.0:
             raise ConfigError(f"model.t_min/t_max: expected 0 < t_min < t_max < 1, got {self.t_min}, "
                               f"{self.t_max}")
@@ -163,9 +168,12 @@ class DistillTask:
         data = recipe.data
         if not data.root:
             raise ConfigError("data.root: the distill task needs a dataset (real context frames and actions)")
+        if config.stage == "dmd":
+            need += config.history
         if data.clip_len < need:
             raise ConfigError(f"data.clip_len: {data.clip_len} frames; the {config.stage} stage needs {need} "
-                              f"(model.context {config.context} + the generated chunks of {self.chunk})")
+                              f"(model.history, model.context {config.context} and the generated chunks of "
+                              f"{self.chunk})")
         meta = read_meta(data.root)
         if tuple(meta.size) != tuple(self.teacher.frame_size):
             raise ConfigError(f"data.root {data.root}: frames {tuple(meta.size)}, the teacher was trained on "
@@ -306,7 +314,8 @@ class DistillTask:
 
     def _dmd_loss(self, net: DistillNet, batch: dict[str, torch.Tensor], generator: torch.Generator | None,
                   sign: float) -> tuple[torch.Tensor, dict[str, float]]:
-        c, k, n = self.config, self.config.context, self.chunk
+        c, n = self.config, self.chunk
+        h, k = c.history, c.history + c.context  # real frames: history, then the scored context
         dev = next(net.student.dit.parameters()).device
         gen_dev = generator.device if generator is not None else dev
         gen_step = int(net.updates) % c.generator_every == 0
@@ -316,16 +325,23 @@ class DistillTask:
         seed = int(torch.randint(2**62, (), generator=generator, device=gen_dev))
         exits = torch.randint(c.steps, (c.chunks,), generator=generator, device=gen_dev).tolist()
         engine = self._engine(net.student, seed, dev)
+        numpy = {key: a.cpu().numpy() for key, a in trans.items()}
         video = batch["frames"][:, :k].permute(0, 1, 3, 4, 2).cpu().numpy()  # (B, k, H, W, 3) uint8
-        chunks = [{key: a[:, k - 1 + i * n: k - 1 + (i + 1) * n].cpu().numpy() for key, a in trans.items()}
+        chunks = [{key: a[:, k - 1 + i * n: k - 1 + (i + 1) * n] for key, a in numpy.items()}
                   for i in range(c.chunks)]
-        gen = torch.cat(self_forcing_rollout(engine, video, {key: a[:, : k - 1].cpu().numpy()
-                                                             for key, a in trans.items()},
-                                             chunks, exits, grad=gen_step), dim=1)  # (B, G, C, h, w)
-        memory = engine.last_context
+        poses = chunk_poses = None
+        if engine.memory.needs_poses:
+            pose = batch["pose"].cpu().numpy()  # (B, L, 5)
+            poses, chunk_poses = pose[:, :k], [pose[:, k + i * n: k + (i + 1) * n] for i in range(c.chunks)]
+        gen = torch.cat(self_forcing_rollout(engine, video, {key: a[:, : k - 1] for key, a in numpy.items()},
+                                             chunks, exits, grad=gen_step, context_poses=poses,
+                                             chunk_poses=chunk_poses), dim=1)  # (B, G, C, h, w)
+        memory = engine.last_context  # what the student saw from its memory on its last chunk
         net.student.train()
-        ctx, s = self._context_in(net.student.encode(batch["frames"][:, :k]), generator)
-        acts = frame_actions(trans)  # (B, frames)
+        # the scored window: the context (real, as committed) and the generated chunks
+        ctx, s = self._context_in(net.student.encode(batch["frames"][:, h:k]), generator)
+        acts = frame_actions({key: a[:, h: frames - 1] for key, a in trans.items()})  # (B, frames - h)
+        k = c.context
         b, g = gen.shape[:2]
         t_ctx = torch.full((b, k), s, device=dev)
 
@@ -338,7 +354,8 @@ class DistillTask:
             x_t, eps = noised(x, t[:, k:], generator)
             return torch.cat([ctx, x_t], 1), eps
 
-        metrics: dict[str, float] = {"generator_step": float(gen_step)}
+        metrics: dict[str, float] = {"generator_step": float(gen_step),
+                                     "memory_frames": float(memory.num_frames if memory is not None else 0)}
         loss = torch.zeros((), device=dev)
         if gen_step:
             t = levels()
