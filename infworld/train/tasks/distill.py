@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -377,47 +376,29 @@ class DistillTask:
     # -- evaluation ------------------------------------------------------------------------------
 
     def evaluate(self, model: nn.Module, max_batches: int = 8) -> dict[str, float]:
-        """Teacher-forced next-frame PSNR (dB) of the student at each step count it can run, and of
-        the teacher at its own settings (measured once), on the same val clips."""
-        from infworld.eval.video import psnr
-        from infworld.memory.registry import make_memory
-        from infworld.streaming import teacher_forcing
-        from infworld.world import RolloutConfig, WorldModel
+        """Teacher-forced next-frame PSNR of the student at each step count it can run and of the
+        teacher (measured once) on the same val clips (infworld/distill/evaluate.py)."""
+        from infworld.diffusion.samplers import SamplerConfig
+        from infworld.distill.evaluate import distill_metrics
+        from infworld.world import RolloutConfig
 
         if self.recipe.data.val_episodes == 0:
             return {}
-        net = getattr(model, "module", model)
-        student = net.student
-        dev = next(student.dit.parameters()).device
-        k = self.config.context
-        batches = list(zip(range(max_batches), self.batches("val", self.recipe.train.batch_size, 0, 0, 1),
-                           strict=False))
-
-        def run(world_net: WorldNet, rollout: RolloutConfig) -> float:
-            engine = WorldModel(world_net, make_memory("window", budget=self.window), rollout, device=dev)
-            out = []
-            for _, batch in batches:
-                gt = batch["frames"].permute(0, 1, 3, 4, 2).numpy()
-                acts = {key: batch[key].numpy() for key in ACTION_KEYS}
-                pred = teacher_forcing(engine, gt, acts, k)
-                out.extend(psnr(pred[:, i], gt[:, k + i]) for i in range(pred.shape[1]))
-            return float(np.mean(np.concatenate(out)))
-
-        metrics = {}
-        try:
-            for steps in distilled_steps(self.config.steps):
-                metrics[f"next_frame_psnr_{steps}step"] = run(student, RolloutConfig(
-                    chunk=1, sampler=student_sampler(steps, self.shift), context_noise=self.context_noise))
-            if self._teacher_psnr is None:
-                from infworld.diffusion.samplers import SamplerConfig
-
-                sampler = SamplerConfig(**{**self.teacher.model_config.get("sampler", {}),
+        student = getattr(model, "module", model).student
+        batches = [b for _, b in zip(range(max_batches), self.batches("val", self.recipe.train.batch_size,
+                                                                      0, 0, 1), strict=False)]
+        teacher_sampler = SamplerConfig(**{**self.teacher.model_config.get("sampler", {}),
                                            "cfg_scale": self.cfg_scale})
-                self._teacher_psnr = run(self.teacher.to(dev), RolloutConfig(
-                    chunk=1, sampler=sampler, context_noise=self.context_noise))
+        cn = self.context_noise
+        try:
+            metrics = distill_metrics(
+                student, self.teacher, batches, self.config.context, self.window,
+                distilled_steps(self.config.steps),
+                lambda s: RolloutConfig(chunk=1, sampler=student_sampler(s, self.shift), context_noise=cn),
+                lambda: RolloutConfig(chunk=1, sampler=teacher_sampler, context_noise=cn), self._teacher_psnr)
         finally:
             student.train()
-        metrics["teacher_next_frame_psnr"] = self._teacher_psnr
+        self._teacher_psnr = metrics["teacher_next_frame_psnr"]
         return metrics
 
 
