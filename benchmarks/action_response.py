@@ -4,10 +4,10 @@ same state. See infworld/bench/action_response.py for the figures.
 
     python benchmarks/action_response.py --model doom-tiny-world --starts 12 --frames 24 \
         --out benchmarks/results/action_response.json --sheet docs/img/action_response.png \
-        [--cfg-scale 1,2] [--context-noise 0.0] [--threads 1] [--cache-dir data/bench-cache]
+        [--cfg-scale 1,2] [--context-noise 0.0] [--steps 1,2,4] [--threads 1] [--cache-dir data/bench-cache]
 
-``--cfg-scale`` and ``--context-noise`` take comma-separated lists: one result block per combination
-(passed to ``WorldModel.from_pretrained`` only when given). The real rollouts are cached in
+``--cfg-scale``, ``--context-noise`` and ``--steps`` take comma-separated lists: one result block per
+combination (passed to ``WorldModel.from_pretrained`` only when given). The real rollouts are cached in
 ``--cache-dir``, so reruns only pay for the model. Bad input prints one line and exits 2.
 """
 
@@ -23,10 +23,11 @@ from pathlib import Path
 from infworld.errors import ConfigError, InfWorldError
 
 
-def _combo_path(path: Path, cfg: float | None, noise: float | None, several: bool) -> Path:
+def _combo_path(path: Path, cfg: float | None, noise: float | None, several: bool,
+                steps: int | None = None) -> Path:
     if not several:
         return path
-    tag = "".join(f"-{k}{v:g}" for k, v in (("cfg", cfg), ("cn", noise)) if v is not None)
+    tag = "".join(f"-{k}{v:g}" for k, v in (("cfg", cfg), ("cn", noise), ("steps", steps)) if v is not None)
     return path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
@@ -39,15 +40,17 @@ def run(args: argparse.Namespace) -> int:
 
     cfgs = ar.parse_sweep(args.cfg_scale, "--cfg-scale")
     noises = ar.parse_sweep(args.context_noise, "--context-noise")
+    step_counts = [None if s is None else int(s) for s in ar.parse_sweep(args.steps, "--steps", minimum=1)]
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     real_cfg = RealConfig(starts=args.starts, frames=args.frames, context=args.context, seed=args.seed,
                           warmup=(args.warmup_min, args.warmup_max))
     real_cfg.validate()
     torch.set_num_threads(args.threads)
-    combos = list(itertools.product(cfgs, noises))
+    combos = list(itertools.product(cfgs, noises, step_counts))
     # load every model variant first, so a bad name or setting fails before the slow parts
-    factories = [ar.pretrained_factory(args.model, cfg_scale=c, context_noise=n) for c, n in combos]
+    factories = [ar.pretrained_factory(args.model, cfg_scale=c, context_noise=n, steps=s)
+                 for c, n, s in combos]
     idm = None
     if args.idm.lower() != "none":
         from infworld.bench.idm import load_idm
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     data = collect_real(real_cfg, cache_dir=args.cache_dir, progress=args.verbose)
     real_seconds = time.perf_counter() - t0
     blocks = []
-    for (c, n), factory in zip(combos, factories, strict=True):
+    for (c, n, st), factory in zip(combos, factories, strict=True):
         eng = factory.engine
         t0 = time.perf_counter()
         gen = ar.generate(factory, data)
@@ -67,11 +70,12 @@ def run(args: argparse.Namespace) -> int:
         res["settings"] = {"cfg_scale": cfg.sampler.cfg_scale, "sampler": cfg.sampler.name,
                            "steps": cfg.sampler.steps, "chunk": cfg.chunk, "seed": cfg.seed,
                            "context_noise": getattr(cfg, "context_noise", None),
-                           "overrides": {"cfg_scale": c, "context_noise": n}}
+                           "overrides": {"cfg_scale": c, "context_noise": n, "steps": st}}
         res["generate_seconds"] = round(seconds, 2)
-        label = ", ".join(f"{k} {v:g}" for k, v in (("cfg_scale", c), ("context_noise", n)) if v is not None)
+        label = ", ".join(f"{k} {v:g}" for k, v in (("cfg_scale", c), ("context_noise", n), ("steps", st))
+                          if v is not None)
         if args.sheet:
-            sheet = _combo_path(Path(args.sheet), c, n, len(combos) > 1)
+            sheet = _combo_path(Path(args.sheet), c, n, len(combos) > 1, st)
             title = f"{args.model}{' (' + label + ')' if label else ''}: generated above real, start 0"
             ar.contact_sheet(sheet, data, gen, starts=range(args.sheet_starts), title=title)
             res["sheet"] = str(sheet)
@@ -100,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2024, help="start seeds (training data used 0..2)")
     ap.add_argument("--cfg-scale", default=None, help="classifier-free guidance scale(s), e.g. 1,2")
     ap.add_argument("--context-noise", default=None, help="rollout context noise level(s), e.g. 0,0.1")
+    ap.add_argument("--steps", default=None, help="sampler step count(s), e.g. 1,2,4 (a distilled student)")
     ap.add_argument("--idm", default="doom-idm", help="inverse dynamics model name or folder, or 'none'")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--cache-dir", default="data/bench-cache", help="cache of the real rollouts")
