@@ -186,3 +186,21 @@ def test_bad_input_names_the_field(teacher, tmp_path):
     with pytest.raises(ConfigError, match=r"student_init .* differs from the teacher .* dit.dim \(32 vs 48\)"
                        ):
         DistillTask(recipe.model, recipe).build_model()
+
+
+def test_the_shipped_student_plays_through_its_alias_at_its_step_counts_only():
+    import infworld
+    from infworld.serve.defaults import resolve_alias
+    from infworld.world import WorldModel
+
+    model, memory = resolve_alias("doom-tiny-fast")
+    assert (model, memory) == ("doom-tiny-student", "vrag")
+    world = WorldModel.from_pretrained(model, memory=memory)
+    assert world.config.sampler.steps == 2 and world.config.sampler.cfg_scale == 1.0
+    with pytest.raises(ConfigError, match=r"distilled for \[1, 2, 4\]"):
+        WorldModel.from_pretrained(model, memory=memory, steps=8)
+    env = infworld.make_env("doom-tiny-fast")
+    obs, _ = env.reset(seed=0)
+    obs, *_ = env.step(env.action_space.sample())
+    assert obs.shape == (64, 64, 3)
+    env.close()

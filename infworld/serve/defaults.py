@@ -20,6 +20,8 @@ MODEL_ALIASES: dict[str, tuple[str, str]] = {
     # the dead reckoner integrates first-person moves along the heading, not Crafter's screen-frame
     # moves; none of them kept a change on crafter-v1 either (docs/crafter.md).
     "crafter-tiny": ("crafter-tiny", "window"),
+    # the few-step student of doom-tiny-world (docs/distill.md), with the same memory
+    "doom-tiny-fast": ("doom-tiny-student", DEFAULT_MEMORY),
 }
 
 
