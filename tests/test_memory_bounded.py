@@ -72,4 +72,7 @@ def test_bounded_memory_is_flat_over_10000_frames(name):
     # percentile of each span (a median still moved by >10% when a neighbour ran for a while).
     early = float(np.percentile(secs[25:250], 20))  # chunks around frames 100..1000
     late = float(np.percentile(secs[-225:], 20))  # the last ~900 frames before 10,000
-    assert late <= 1.10 * early, (early, late)
+    # A cost that grew with the history would be many times larger after 10,000 frames than after
+    # 1,000; 1.3x leaves room for CPU frequency and cache effects on a ~4 ms chunk (a clean-clone CI
+    # run measured 1.10x for hpmc with nothing else running).
+    assert late <= 1.3 * early, (early, late)
