@@ -14,8 +14,6 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-ACTION_KEYS = ("move", "view", "interact")
-
 
 def next_frame_psnr(net: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], context: int,
                     window: int, rollout: object, device: torch.device) -> float:
@@ -27,6 +25,7 @@ def next_frame_psnr(net: torch.nn.Module, batches: Iterable[dict[str, torch.Tens
     from infworld.eval.video import psnr
     from infworld.memory.registry import make_memory
     from infworld.streaming import teacher_forcing
+    from infworld.train.tasks.world import ACTION_KEYS
     from infworld.world import WorldModel
 
     engine = WorldModel(net, make_memory("window", budget=window), rollout, device=device)

@@ -39,9 +39,9 @@ from infworld.distill.self_forcing import distilled_steps, self_forcing_rollout,
 from infworld.errors import CheckpointError, ConfigError
 from infworld.models.action import NULL_ACTION, frame_actions
 from infworld.models.worldnet import WorldNet, build_world_net
+from infworld.train.checkpoint import recipe_differences
 from infworld.train.task import register_task
-
-ACTION_KEYS = ("move", "view", "interact")
+from infworld.train.tasks.world import ACTION_KEYS
 
 
 @dataclass
@@ -124,17 +124,6 @@ def _load_world(path: str, what: str) -> WorldNet:
     return net
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
-    """The first key path where two JSON-like configs differ (None when equal)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            diff = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-            if diff:
-                return diff
-        return None
-    return None if a == b else f"{prefix[:-1]} ({a!r} vs {b!r})"
-
-
 class DistillTask:
     """Task ``distill`` (module docstring; the contract is infworld/train/task.py)."""
 
@@ -189,11 +178,12 @@ class DistillTask:
         c = self.config
         if c.student_init:
             student = _load_world(c.student_init, "student_init")
-            diff = _first_difference({k: v for k, v in student.model_config.items() if k not in _EXTRA},
-                                     {k: v for k, v in self.teacher.model_config.items() if k not in _EXTRA})
+            diff = recipe_differences({k: v for k, v in student.model_config.items() if k not in _EXTRA},
+                                      {k: v for k, v in self.teacher.model_config.items() if k not in _EXTRA})
             if diff:
+                key, (mine, theirs) = next(iter(diff.items()))
                 raise ConfigError(f"model.student_init {c.student_init!r}: its config differs from the "
-                                  f"teacher {c.teacher!r} at {diff}")
+                                  f"teacher {c.teacher!r} at {key} ({mine!r} vs {theirs!r})")
         else:
             student = copy.deepcopy(self.teacher)
         fake = copy.deepcopy(self.teacher)  # the fake score starts as the teacher (DMD2, Sec. 4)
@@ -256,8 +246,8 @@ class DistillTask:
         v_u = teacher(x, t, null, memory=memory)
         return v_u + self.cfg_scale * (v - v_u)
 
-    def _clip(self, net: WorldNet, batch: dict[str, torch.Tensor], frames: int,
-              generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _clip(self, net: WorldNet, batch: dict[str, torch.Tensor], frames: int
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The first ``frames`` latents of the batch's clips (B, frames, C, h, w) and their per-frame
         actions (B, frames)."""
         x0 = net.encode(batch["frames"][:, :frames])
@@ -275,7 +265,7 @@ class DistillTask:
     def _ode_loss(self, net: DistillNet, batch: dict[str, torch.Tensor], generator: torch.Generator | None
                   ) -> tuple[torch.Tensor, dict[str, float]]:
         c, k, n = self.config, self.config.context, self.chunk
-        x0, acts = self._clip(net.student, batch, k + n, generator)
+        x0, acts = self._clip(net.student, batch, k + n)
         b, dev = x0.shape[0], x0.device
         ctx, s = self._context_in(x0[:, :k], generator)
         gen_dev = generator.device if generator is not None else dev
