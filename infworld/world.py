@@ -103,7 +103,7 @@ class WorldModel:
             raise MemoryConfigError(f"memory {self.memory.name!r}: returns up to {self.memory.max_context()} "
                                     f"context frames, but the model was trained with {slots} memory slots "
                                     "(model_config.memory_slots); lower its budget")
-        self.memory_layout = MemoryLayout.of(getattr(net, "model_config", None))
+        self.memory_layout = MemoryLayout.of(getattr(net, "model_config", None), self.memory.name)
         modules = getattr(net, "memory_modules", None)
         if modules is not None and self.memory.name in modules:
             self.memory.attach(modules[self.memory.name])

@@ -85,10 +85,13 @@ class MemoryLayout:
             raise MemoryConfigError("memory span: 1 slot cannot order frames; use 0 or >= 2")
 
     @classmethod
-    def of(cls, model_config: dict[str, Any] | None) -> MemoryLayout:
-        """The layout an export's ``model_config`` records (older exports: causal, unbounded)."""
+    def of(cls, model_config: dict[str, Any] | None, strategy: str | None = None) -> MemoryLayout:
+        """The layout an export's ``model_config`` records for ``strategy`` (its entry in
+        ``memory_encodings``, else ``memory_encoding``; older exports: causal, unbounded)."""
         mc = model_config or {}
-        layout = cls(str(mc.get("memory_encoding") or "causal"), int(mc.get("memory_span") or 0))
+        per = mc.get("memory_encodings") or {}
+        enc = per.get(strategy) if strategy is not None else None
+        layout = cls(str(enc or mc.get("memory_encoding") or "causal"), int(mc.get("memory_span") or 0))
         layout.check()
         return layout
 

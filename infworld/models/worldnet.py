@@ -45,13 +45,16 @@ class WorldNet(nn.Module):
         self.model_config = model_config  # export_config(): rebuilds this module
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, actions: dict[str, torch.Tensor],
-                memory: Any = None, ref_pose: torch.Tensor | None = None, **kw: Any):
+                memory: Any = None, ref_pose: torch.Tensor | None = None, memory_name: str | None = None,
+                **kw: Any):
         """The DiT; with ``memory`` (a MemoryContext) its frames are first run at t = 0 and pinned as
-        context (memory/context.py), inside this one call so DDP sees a single forward."""
+        context (memory/context.py), inside this one call so DDP sees a single forward.
+        ``memory_name``: the strategy that built it (its layout may differ from the default)."""
         if memory is not None:
             from infworld.memory.context import MemoryLayout, memory_past
 
-            kw["past"] = memory_past(self.dit, memory, ref_pose, layout=MemoryLayout.of(self.model_config))
+            layout = MemoryLayout.of(self.model_config, memory_name)
+            kw["past"] = memory_past(self.dit, memory, ref_pose, layout=layout)
         return self.dit(x, t, actions, **kw)
 
     @property

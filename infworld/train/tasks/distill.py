@@ -237,13 +237,13 @@ class DistillTask:
         """The teacher's guided velocity on the frames after the first ``k`` (the context keeps its
         actions in the unconditional branch, as the engine's cached context does)."""
         teacher = self.teacher.to(x.device)
-        v = teacher(x, t, acts, memory=memory)
+        v = teacher(x, t, acts, memory=memory, memory_name=self.config.memory)
         if self.cfg_scale == 1.0:
             return v
         null = {name: a.clone() for name, a in acts.items()}
         for a in null.values():
             a[:, k:] = float("nan") if a.dtype.is_floating_point else NULL_ACTION
-        v_u = teacher(x, t, null, memory=memory)
+        v_u = teacher(x, t, null, memory=memory, memory_name=self.config.memory)
         return v_u + self.cfg_scale * (v - v_u)
 
     def _clip(self, net: WorldNet, batch: dict[str, torch.Tensor], frames: int
@@ -351,14 +351,16 @@ class DistillTask:
             x_t, _ = noisy(gen.detach(), t)
             with torch.no_grad():
                 x0_real = x0_of(x_t, self._teacher_v(x_t, t, acts, k, memory), t)[:, k:]
-                x0_fake = x0_of(x_t, net.fake(x_t, t, acts, memory=memory), t)[:, k:]
+                v_fake = net.fake(x_t, t, acts, memory=memory, memory_name=self.config.memory)
+                x0_fake = x0_of(x_t, v_fake, t)[:, k:]
             loss_g, m = dmd_loss(gen, x0_real, x0_fake, sign)
             loss = loss + loss_g
             metrics.update(m, loss_dmd=float(loss_g.detach()))
         # the fake score learns the student's current distribution (flow matching on its samples)
         t = levels()
         x_t, eps = noisy(gen.detach(), t)
-        v_fake = net.fake(x_t, t, acts, memory=memory)[:, k:]  # loss on the generated frames only
+        # loss on the generated frames only
+        v_fake = net.fake(x_t, t, acts, memory=memory, memory_name=self.config.memory)[:, k:]
         loss_c = critic_loss(v_fake, gen.detach(), eps)
         metrics["loss_critic"] = float(loss_c.detach())
         return loss + loss_c, metrics

@@ -37,9 +37,11 @@ class MemoryTrainConfig:
     ``ref_offset``: the current camera for retrieval is the pose of window frame ``L - ref_offset``
     (default: the frame before the last chunk, as when streaming).
     ``encoding`` / ``span``: the memory layout (memory/context.py :class:`MemoryLayout`): ``isolated``
-    encodes every memory frame on its own; with ``span`` S, more than S frames share S slots' worth
-    of positions. ``slots``: the most frames one read may return at inference (what the export
-    records as ``memory_slots``; 0 = the most any trained strategy returns). Raising it beyond the
+    encodes every memory frame on its own; ``encodings`` overrides ``encoding`` per strategy (e.g.
+    the oracle ``full`` isolated, the bounded strategies causal); with ``span`` S, more than S
+    frames share S slots' worth of positions. ``slots``: the most frames one read may return at
+    inference (what the export records as ``memory_slots``; 0 = the most any trained strategy
+    returns). Raising it beyond the
     trained strategies needs ``span`` (positions then stay in the trained range).
     ``plain_prob``: share of steps whose raw memory frames are shown as ordinary frames (kind 0,
     no poses; compressed latents stay marked), so one model is trained for both presentations and
@@ -50,6 +52,7 @@ class MemoryTrainConfig:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     ref_offset: int = 0
     encoding: str = "causal"
+    encodings: dict[str, str] = field(default_factory=dict)
     span: int = 0
     slots: int = 0
     plain_prob: float = 0.0
@@ -72,17 +75,24 @@ class MemoryTrainConfig:
             raise ConfigError(f"model.memory.settings: {extra} are not in model.memory.strategies")
         if self.history < 1:
             raise ConfigError(f"model.memory.history: expected >= 1 frames of history, got {self.history}")
-        try:
-            self.layout().check()
-        except MemoryConfigError as exc:
-            raise ConfigError(f"model.memory: {exc}") from exc
+        extra = sorted(set(self.encodings) - set(self.strategies))
+        if extra:
+            raise ConfigError(f"model.memory.encodings: {extra} are not in model.memory.strategies")
+        for name in [None, *self.encodings]:
+            try:
+                self.layout(name).check()
+            except MemoryConfigError as exc:
+                where = f"model.memory.encodings.{name}" if name else "model.memory"
+                raise ConfigError(f"{where}: {exc}") from exc
         if isinstance(self.slots, bool) or not isinstance(self.slots, int) or self.slots < 0:
             raise ConfigError(f"model.memory.slots: expected an int >= 0 (0 = derive), got {self.slots!r}")
         if not 0.0 <= float(self.plain_prob) <= 1.0:
             raise ConfigError(f"model.memory.plain_prob: expected a share in 0..1, got {self.plain_prob!r}")
 
-    def layout(self) -> MemoryLayout:
-        return MemoryLayout(self.encoding, self.span)
+    def layout(self, strategy: str | None = None) -> MemoryLayout:
+        """The layout strategy ``strategy`` trains with (None: the default ``encoding``)."""
+        enc = self.encodings.get(strategy, self.encoding) if strategy is not None else self.encoding
+        return MemoryLayout(enc, self.span)
 
     def export_slots(self, memories: dict[str, Memory]) -> int:
         """``memory_slots`` of the export: ``slots``, checked against what training covers."""

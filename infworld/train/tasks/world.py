@@ -287,8 +287,10 @@ class WorldTask:
             gen_dev = generator.device if generator is not None else "cpu"
             if float(torch.rand((), generator=generator, device=gen_dev)) < mcfg.plain_prob:
                 ctx = plain_context(ctx)
-        loss, metrics = forcing_loss(lambda x, t, a: model(x, t, a, memory=ctx, ref_pose=ref), x0[:, h:],
-                                     {k: a[:, h:] for k, a in acts.items()}, self.config.flow,
+        def fn(x: torch.Tensor, t: torch.Tensor, a: dict[str, torch.Tensor]) -> torch.Tensor:
+            return model(x, t, a, memory=ctx, ref_pose=ref, memory_name=name)
+
+        loss, metrics = forcing_loss(fn, x0[:, h:], {k: a[:, h:] for k, a in acts.items()}, self.config.flow,
                                      self.config.forcing, generator)
         # Learned memory parts not used this step still join the graph (DDP expects every gradient).
         unused = [p for n, mod in net.memory_modules.items() if n != name for p in mod.parameters()]
@@ -373,6 +375,7 @@ class WorldTask:
             # how memory frames become context (memory/context.py); absent = causal, unbounded
             "memory_encoding": self.config.memory.encoding if self.memories else "causal",
             "memory_span": self.config.memory.span if self.memories else 0,
+            "memory_encodings": dict(self.config.memory.encodings) if self.memories else {},
         }
 
     @classmethod
