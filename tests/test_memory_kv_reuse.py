@@ -127,14 +127,69 @@ def test_pose_conditioned_frames_are_reused_only_while_the_camera_is_still():
         assert (on.prefix.cache.reused == 0) == moving
 
 
-def test_causal_layout_and_reuse_off_keep_nothing():
-    w = WorldModel(iso_net("causal"), make_memory("full", budget=8, local_window=4, plain=True))
-    assert w.prefix.cache is None and w.prefix.nbytes() == 0
-    w = WorldModel(iso_net(), make_memory("full", budget=8, local_window=4, plain=True),
-                   RolloutConfig(reuse_memory_kv=False))
-    assert w.prefix.cache is None
+def test_reuse_off_keeps_nothing():
+    for encoding in ("isolated", "causal"):
+        w = WorldModel(iso_net(encoding), make_memory("full", budget=8, local_window=4, plain=True),
+                       RolloutConfig(reuse_memory_kv=False))
+        assert w.prefix.cache is None and w.prefix.nbytes() == 0
     with pytest.raises(ConfigError, match="reuse_memory_kv"):
         RolloutConfig(reuse_memory_kv="yes").check()
+
+
+@pytest.mark.parametrize("memory,settings", [
+    ("full", {"budget": 40, "local_window": 4, "plain": True}),
+    ("vrag", {"budget": 4, "capacity": 32, "local_window": 4, "plain": True}),
+    ("kv", {"budget": 4, "pool": 8, "local_window": 4, "plain": True}),
+    ("hpmc", {"budget": 4, "local_window": 4}),
+])
+def test_causal_reuse_gives_the_rollout_of_a_full_recompute(memory, settings):
+    """Causal layout (memory/causal_reuse.py): the unchanged prefix of a read is kept; the rollout
+    equals re-encoding every chunk, and frames were really reused."""
+    net = iso_net("causal")
+    _, off_lat, off = rollout(net, memory, settings, False, chunks=16, batch=2)
+    _, on_lat, on = rollout(net, memory, settings, True, chunks=16, batch=2)
+    assert off.prefix.cache is None and type(on.prefix.cache).__name__ == "CausalKVCache"
+    assert off.last_context.num_frames > 1
+    assert torch.allclose(on_lat, off_lat, atol=1e-4), float((on_lat - off_lat).abs().max())
+    cache = on.prefix.cache
+    assert cache.reused > 0 and cache.computed > 0
+    assert len(cache) <= 2 * on.memory.max_context() and on.prefix.nbytes() > 0  # one read at most
+
+
+def test_causal_cache_runs_only_the_frames_after_the_first_change():
+    from infworld.memory.causal_reuse import CausalKVCache
+
+    dit = iso_net("causal").dit
+    g = torch.Generator().manual_seed(0)
+    b, m = 2, 5
+    lat = torch.randn(b, m, 12, 4, 4, generator=g)
+    acts = {"move": torch.randint(0, 9, (b, m), generator=g), "view": torch.zeros(b, m, dtype=torch.long),
+            "interact": torch.zeros(b, m, dtype=torch.long)}
+    layout = MemoryLayout("causal", 0)
+
+    def ctx_of(latents: torch.Tensor, sources: torch.Tensor, shift: float) -> MemoryContext:
+        return MemoryContext(latents=latents, actions=acts, sources=sources,
+                             positions=torch.arange(m, dtype=torch.float32) - m + shift)
+
+    src = torch.arange(m).repeat(b, 1)
+    cache = CausalKVCache()
+    with torch.no_grad():
+        memory_past(dit, ctx_of(lat, src, 0.0), None, layout=layout, reuse=cache)
+        assert (cache.computed, cache.reused) == (b * m, 0)
+        # the block moved by 3 positions (the engine's shift), nothing else changed: nothing runs
+        same = memory_past(dit, ctx_of(lat, src, 3.0), None, layout=layout, reuse=cache)
+        assert (cache.computed, cache.reused) == (b * m, b * m)
+        # frame 3 replaced in one row: frames 3 and 4 run again, in both rows
+        lat2, src2 = lat.clone(), src.clone()
+        lat2[1, 3], src2[1, 3] = torch.randn(12, 4, 4, generator=g), 99
+        got = memory_past(dit, ctx_of(lat2, src2, 7.0), None, layout=layout, reuse=cache)
+        assert (cache.computed, cache.reused) == (b * m + b * 2, b * m + b * 3)
+        want = memory_past(dit, ctx_of(lat2, src2, 7.0), None, layout=layout)
+        base = memory_past(dit, ctx_of(lat, src, 3.0), None, layout=layout)
+    for k_got, k_want in zip(got.keys + got.values, want.keys + want.values, strict=True):
+        torch.testing.assert_close(k_got, k_want, atol=1e-5, rtol=1e-4)
+    for k_got, k_want in zip(same.keys, base.keys, strict=True):
+        torch.testing.assert_close(k_got, k_want, atol=1e-5, rtol=1e-4)
 
 
 def test_frame_cache_computes_only_what_it_lacks_and_evicts_the_rest():

@@ -41,8 +41,8 @@ def test_each_strategy_runs_its_own_layout_in_training_and_export(data_root):
     g = torch.Generator().manual_seed(1)
     b, m, n = 1, 4, 2
     c, h, w = net.dit.cfg.in_channels, *net.dit.cfg.latent_size
-    acts = {"move": torch.randint(0, 9, (b, m), generator=g), "view": torch.randint(0, 9, (b, m), generator=g),
-            "interact": torch.zeros(b, m, dtype=torch.long)}
+    acts = {"move": torch.randint(0, 9, (b, m), generator=g),
+            "view": torch.randint(0, 9, (b, m), generator=g), "interact": torch.zeros(b, m, dtype=torch.long)}
     ctx = MemoryContext(latents=torch.randn(b, m, c, h, w, generator=g), actions=acts,
                         positions=torch.arange(m, dtype=torch.float32) - m)
     x = torch.randn(b, n, c, h, w, generator=g)

@@ -35,6 +35,7 @@ from infworld.memory.base import MEMORY_KIND, MemoryContext
 from infworld.models.kvcache import PastKV
 
 if TYPE_CHECKING:
+    from infworld.memory.causal_reuse import CausalKVCache
     from infworld.memory.kv_reuse import FrameKVCache
 
 POSE_FEATURES = 6  # width of pose_features()
@@ -108,14 +109,15 @@ def fit_positions(pos: torch.Tensor, span: int) -> torch.Tensor:
 
 def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor | None,
                 shift: float = 0.0, layout: MemoryLayout | None = None,
-                reuse: FrameKVCache | None = None) -> PastKV:
+                reuse: FrameKVCache | CausalKVCache | None = None) -> PastKV:
     """Run the memory frames through ``dit`` at t = 0 and return their keys/values, pinned.
 
     ``shift`` is added to the context's positions (the engine measures positions from the oldest
     cached frame); ``layout`` (default causal, unbounded) is the model's memory layout (module
     docstring). Gradients flow when called with grad enabled (training). ``reuse``: keys/values of
-    frames encoded for an earlier chunk (infworld/memory/kv_reuse.py); only the isolated layout
-    uses it, and only with grad disabled (kept keys/values carry no graph).
+    frames encoded for an earlier chunk, the cache of the layout (isolated: memory/kv_reuse.py,
+    per frame; causal: memory/causal_reuse.py, the unchanged prefix); used only with grad disabled
+    (kept keys/values carry no graph).
     """
     layout = layout or MemoryLayout()
     lat = ctx.latents
@@ -134,13 +136,27 @@ def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor
     valid = ctx.valid.to(dev) if ctx.valid is not None else None
     if layout.encoding == "isolated":
         cache = reuse if reuse is not None and not torch.is_grad_enabled() else None
+        if cache is not None and getattr(cache, "encoding", None) != "isolated":
+            cache = None
         keys, values = _isolated_kv(dit, lat, t0, acts, kinds, kw.get("poses"), cache, ctx.sources)
     else:
-        # chain=False: memory frames are not consecutive in time, none is shown its list neighbour as
-        # the previous frame of the conv path (models/latent_conv.py)
-        _, kv = dit(lat, t0, acts, positions=pos, kinds=kinds, return_kv=True, key_valid=valid, chain=False,
-                    **kw)
-        keys, values = [k for k, _ in kv], [v for _, v in kv]
+        def run(first: int, prefix: PastKV | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            """Frames ``first..M-1`` attending (block-causally) to ``prefix``, frames 0..first-1."""
+            sl = slice(first, None)
+            extra = {"poses": kw["poses"][:, sl]} if "poses" in kw else {}
+            # chain=False: memory frames are not consecutive in time, none is shown its list neighbour
+            # as the previous frame of the conv path (models/latent_conv.py)
+            _, kv = dit(lat[:, sl], t0[:, sl], {k: a[:, sl] for k, a in acts.items()}, positions=pos[sl],
+                        kinds=kinds[:, sl], past=prefix, return_kv=True, chain=False,
+                        key_valid=valid[:, sl] if valid is not None else None, **extra)
+            return kv
+
+        cache = reuse if reuse is not None and not torch.is_grad_enabled() else None
+        if cache is not None and getattr(cache, "encoding", None) == "causal":
+            keys, values = cache.encode(lat, ctx.sources, kinds, acts, kw.get("poses"), pos, valid, run)
+        else:
+            kv = run(0, None)
+            keys, values = [k for k, _ in kv], [v for _, v in kv]
     return PastKV(keys, values, pos, torch.ones(m, dtype=torch.bool, device=dev), valid=valid)
 
 

@@ -23,7 +23,8 @@ Only the frames not in the cache run through the DiT, in one batched call. Entri
 did not return are dropped, so the cache holds one read's frames at most (<= the memory's budget per
 batch row) whatever the rollout length. The result equals a full recompute up to float rounding:
 the DiT's matrix products round differently for another number of frames in the batch (~1e-7).
-The causal layout encodes every frame in the context of the ones before it: nothing is reused.
+The causal layout encodes every frame in the context of the ones before it: there the unchanged
+prefix of a read is reused instead (memory/causal_reuse.py).
 """
 
 from __future__ import annotations
@@ -33,40 +34,13 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 import torch
 
 from infworld.memory.base import Memory, MemoryContext
+from infworld.memory.causal_reuse import CausalKVCache
 from infworld.memory.context import MemoryLayout, memory_past
+from infworld.memory.frame_keys import frame_keys
 from infworld.models.kvcache import PastKV
 
 # keys/values of some frames: per layer (k, v), each (F, H, N, hd)
 FramesKV = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def frame_keys(latents: torch.Tensor, sources: torch.Tensor | None, kinds: torch.Tensor,
-               actions: Mapping[str, torch.Tensor], poses: torch.Tensor | None) -> list[Hashable]:
-    """One cache key per memory frame (module docstring), row-major over (B, M).
-
-    latents (B, M, C, h, w); sources (B, M) rollout frame indices, -1 = none (None: none known, all
-    keyed by content); kinds (B, M); actions {name: (B, M) or (B, M, d)}; poses (B, M, P) the pose
-    features the DiT sees, or None when it sees none.
-    """
-    b, m = latents.shape[:2]
-    parts = [kinds.reshape(b, m, -1)] + [actions[k].reshape(b, m, -1) for k in sorted(actions)]
-    if poses is not None:
-        parts.append(poses.reshape(b, m, -1))
-    # float64 holds every action id and float32 value exactly: equal bytes <=> equal conditioning
-    cond = torch.cat([p.detach().double().cpu() for p in parts], dim=-1).numpy()  # (B, M, K)
-    src = sources.detach().cpu() if sources is not None else torch.full((b, m), -1, dtype=torch.long)
-    rows, cols = (src < 0).nonzero(as_tuple=True)
-    content = latents[rows.to(latents.device), cols.to(latents.device)].detach().float().cpu().numpy()
-    at = zip(rows.tolist(), cols.tolist(), strict=True)
-    by_content = {(r, c): content[j].tobytes() for j, (r, c) in enumerate(at)}
-    src_list = src.tolist()
-    keys: list[Hashable] = []
-    for r in range(b):
-        for c in range(m):
-            s = src_list[r][c]
-            keys.append(("frame", r, s, cond[r, c].tobytes()) if s >= 0 else
-                        ("content", by_content[(r, c)], cond[r, c].tobytes()))
-    return keys
 
 
 class FrameKVCache:
@@ -75,6 +49,8 @@ class FrameKVCache:
     ``reused`` and ``computed`` count the frames served from the cache and those run through the
     DiT since the last :meth:`reset` (for tests and benchmarks).
     """
+
+    encoding = "isolated"  # the memory layout this cache serves (memory/context.py)
 
     def __init__(self) -> None:
         self._entries: dict[Hashable, torch.Tensor] = {}  # key -> (L, 2, H, N, hd): one frame's k, v
@@ -132,8 +108,9 @@ class MemoryPrefix:
     """The memory's keys/values for each chunk of a rollout (the engine's step 1): read the memory and
     encode its context once per chunk, reusing memory frames' keys/values when the layout allows.
 
-    ``reuse`` (RolloutConfig.reuse_memory_kv) keeps them in a :class:`FrameKVCache` (``cache``; None
-    for the causal layout or with reuse off).
+    ``reuse`` (RolloutConfig.reuse_memory_kv) keeps them (``cache``; None with reuse off): per frame
+    in a :class:`FrameKVCache` for the isolated layout, the unchanged prefix of the last read in a
+    :class:`~infworld.memory.causal_reuse.CausalKVCache` for the causal one.
     """
 
     def __init__(self, memory: Memory, layout: MemoryLayout, reuse: bool = True,
@@ -141,7 +118,9 @@ class MemoryPrefix:
         self.memory = memory
         self.layout = layout
         self.device = torch.device(device)
-        self.cache = FrameKVCache() if reuse and layout.encoding == "isolated" else None
+        self.cache: FrameKVCache | CausalKVCache | None = None
+        if reuse:
+            self.cache = FrameKVCache() if layout.encoding == "isolated" else CausalKVCache()
         self.last_context: MemoryContext | None = None  # what the memory returned for the last chunk
         self._memo: tuple[int, PastKV | None] | None = None  # (chunk start, its context)
 
