@@ -62,6 +62,8 @@ class Profiler:
         def pre(module, args, kwargs):
             kind = "memory_dit" if kwargs.get("kinds") is not None else (
                 "commit_dit" if kwargs.get("return_kv") else "denoise_dit")
+            if kind == "memory_dit":  # memory frames run through the DiT (the rest were reused)
+                self.calls["memory_frames_encoded"] += int(args[0].shape[1])
             self._t.append((kind, time.perf_counter()))
 
         def post(module, args, kwargs, out):
@@ -180,6 +182,7 @@ def measure(factory: EngineFactory, profiler: Profiler, starts, steps: int | Non
         "latency_ms": {"p50": float(np.percentile(rtts, 50)), "p95": float(np.percentile(rtts, 95)),
                        "mean": float(np.mean(rtts))},
         "engine_fps": 1e3 / engine,
+        "memory_frames_encoded_per_frame": profiler.calls.get("memory_frames_encoded", 0) / n_frames,
         "denoise_calls_per_frame": profiler.calls.get("denoise_dit", 0) / n_frames,
         "profile_ms_per_frame": {k: round(v, 3) for k, v in profile.items()},
         "profile_share": {k: round(v / total, 4) for k, v in profile.items()},
@@ -196,13 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="only the settings with this many torch threads")
     ap.add_argument("--steps", help="comma-separated sampler step counts to measure (e.g. 1,2,4 for a "
                     "distilled student), each at 1 frame per action and 1 thread, instead of the grid")
+    ap.add_argument("--no-reuse-memory-kv", action="store_true",
+                    help="re-encode the memory's frames every chunk (RolloutConfig.reuse_memory_kv "
+                    "off), for A/B")
     ap.add_argument("--out", default="benchmarks/results/play_speed.json")
     args = ap.parse_args(argv)
     settings = SETTINGS
     if args.steps:
         settings = [(int(s), 1, 1) for s in args.steps.split(",")]
     model, memory = resolve_alias(args.model, args.memory)
-    factory = EngineFactory.load(model, memory)
+    overrides = {"reuse_memory_kv": False} if args.no_reuse_memory_kv else {}
+    factory = EngineFactory.load(model, memory, **overrides)
     starts = load_or_make_starts(factory.model_dir, factory.frame_size)
     load_before = os.getloadavg()
     profiler = Profiler(factory)
@@ -217,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['sampler']} {r['steps']} steps, {fpa} frame(s)/action, {threads} thread(s): "
               f"{r['fps_end_to_end']:.1f} fps "
               f"end to end (engine {r['engine_fps']:.1f}), latency p50 {r['latency_ms']['p50']:.0f} ms "
-              f"p95 {r['latency_ms']['p95']:.0f} ms | ms/frame: "
+              f"p95 {r['latency_ms']['p95']:.0f} ms, memory frames encoded/frame "
+              f"{r['memory_frames_encoded_per_frame']:.1f} | ms/frame: "
               + ", ".join(f"{k} {v:.1f}" for k, v in p.items()), flush=True)
     report = {
         "model": factory.model_name, "memory": factory.template.memory.name,
+        "reuse_memory_kv": factory.template.config.reuse_memory_kv,
         "frame_size": list(factory.frame_size), "chunk": factory.chunk,
         "goal": "30 fps end to end at 64x64 on 2 CPU cores",
         "machine": {"cpus": os.cpu_count(),
