@@ -62,3 +62,23 @@ def test_bad_per_strategy_encodings(data_root):
         task_for(data_root, "model.memory.encodings={kv: isolated}")
     with pytest.raises(ConfigError, match=r"encodings\.full.*encoding"):
         task_for(data_root, "model.memory.encodings={full: bidirectional}")
+
+
+def test_every_strategy_loss_sees_the_same_noise(data_root):
+    """Per-strategy validation losses compare strategies on one noise draw: with a network on which
+    context has no effect (adaLN-zero's identity blocks at initialisation) they are all equal, also
+    when the plain/marked coin is drawn for the strategies that return context."""
+    task = task_for(data_root, "model.memory.plain_prob=0.5",
+                    "model.memory.strategies={window: 1.0, full: 1.0}",
+                    "model.memory.settings={full: {budget: 6}}")
+    torch.manual_seed(0)
+    net = task.build_model().eval()
+    batch = next(task.batches("val", 2, seed=0, rank=0, world_size=1))
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    losses = {}
+    with torch.no_grad():
+        for name in ("window", "full"):
+            g.set_state(state)
+            losses[name] = float(task.loss(net, batch, g, name)[0])
+    assert losses["window"] == pytest.approx(losses["full"], rel=1e-6)

@@ -283,9 +283,12 @@ class WorldTask:
         ref_index = h + span - (mcfg.ref_offset or self.config.chunk) - 1
         module = net.memory_modules[name] if name in net.memory_modules else None
         ctx, ref = training_context(self.memories[name], module, x0, acts, poses, h, ref_index)
-        if ctx is not None and mcfg.plain_prob > 0:
+        if mcfg.plain_prob > 0:
+            # drawn whether or not there is context, so every strategy's loss sees the same noise
+            # (per-strategy validation losses compare strategies on one draw, evaluate())
             gen_dev = generator.device if generator is not None else "cpu"
-            if float(torch.rand((), generator=generator, device=gen_dev)) < mcfg.plain_prob:
+            plain = float(torch.rand((), generator=generator, device=gen_dev)) < mcfg.plain_prob
+            if ctx is not None and plain:
                 ctx = plain_context(ctx)
         def fn(x: torch.Tensor, t: torch.Tensor, a: dict[str, torch.Tensor]) -> torch.Tensor:
             return model(x, t, a, memory=ctx, ref_pose=ref, memory_name=name)
