@@ -203,7 +203,9 @@ def test_memory_registry_and_a_plugged_in_memory_context(data_root):
         w.reset(rng.integers(0, 256, (1, 3, 32, 32, 3), dtype=np.uint8))
         w.step({"move": [[1, 2]], "view": [[3, 4]], "interact": [[0, 1]]})
         outs.append(w.last_latents)
-        assert w.state_nbytes() == w.cache.nbytes() + mem.nbytes()
+        # the memory's kept keys/values (one read at most) are rollout state too
+        assert w.state_nbytes() == w.cache.nbytes() + mem.nbytes() + w.prefix.nbytes()
+        assert (w.prefix.nbytes() > 0) == (mem.name != "window")
     assert not torch.allclose(outs[0], outs[1], atol=1e-4)  # the pinned memory frame reached the chunk
 
 
