@@ -4,7 +4,7 @@
 # against the same model's window and its full-history oracle (isolated layout, 512 frames, plain).
 # Two benchmark processes at a time (one torch thread each, the 2-core CPU); finished parts are
 # resumed, so the last call of each block only assembles the report.
-#   bash benchmarks/memory_v3.sh [OUT_ROOT]     (default out/memory-v3)
+#   MEM=runs/doom-tiny-mem-causal/export bash benchmarks/memory_v3.sh [OUT_ROOT]   (default out/memory-v3)
 # The backbone's and the stage-1 model's figures are benchmarks/results/memory-v2/ (memory_v2.sh).
 set -euo pipefail
 OUT=${1:-out/memory-v3}
