@@ -57,8 +57,7 @@ class RolloutConfig:
     level at which finished frames enter the context (GameNGen's context noise augmentation at
     inference; the model must be trained with ``forcing.context_noise`` >= it), and
     ``reuse_memory_kv``: keep memory frames' keys/values between chunks while the memory returns them
-    (either memory layout: memory/kv_reuse.py, memory/causal_reuse.py; off = re-encode every chunk,
-    for A/B)."""
+    (memory/kv_reuse.py, isolated layout; memory/causal_reuse.py, causal; off = re-encode, for A/B)."""
 
     chunk: int = 4
     sampler: SamplerConfig = field(default_factory=SamplerConfig)

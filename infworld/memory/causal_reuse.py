@@ -80,22 +80,20 @@ class CausalKVCache:
         ok = valid.detach().cpu().tolist() if valid is not None else [[True] * m for _ in range(b)]
         keys = [[(flat[r * m + c], rel[c].tobytes(), bool(ok[r][c])) for c in range(m)] for r in range(b)]
         p = self._common_prefix(keys)
-        if p == m:  # the same frames (or the first m of the kept ones): nothing runs
+        kept: BlockKV = []
+        if p > 0:  # the kept keys/values of frames 0..p-1 (N tokens a frame)
             n = self._kv[0][0].shape[2] // len(self._keys[0])
-            kv = [(k[:, :, :m * n], v[:, :, :m * n]) for k, v in self._kv]
+            kept = [(k[:, :, :p * n], v[:, :, :p * n]) for k, v in self._kv]
+        if p == m:  # the same frames (or the first m of the kept ones): nothing runs
+            kv = kept
+        elif p == 0:
+            kv = run(0, None)
         else:
-            prefix = None
-            if p > 0:
-                n = self._kv[0][0].shape[2] // len(self._keys[0])
-                keys_p = [k[:, :, :p * n] for k, _ in self._kv]
-                values_p = [v[:, :, :p * n] for _, v in self._kv]
-                prefix = PastKV(keys_p, values_p, positions[:p],
-                                torch.zeros(p, dtype=torch.bool, device=positions.device),
-                                valid=valid[:, :p] if valid is not None else None)
-            new = run(p, prefix)
-            kv = new if prefix is None else [(torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2))
-                                             for pk, pv, (k, v) in zip(prefix.keys, prefix.values, new,
-                                                                       strict=True)]
+            prefix = PastKV([k for k, _ in kept], [v for _, v in kept], positions[:p],
+                            torch.zeros(p, dtype=torch.bool, device=positions.device),
+                            valid=valid[:, :p] if valid is not None else None)
+            kv = [(torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2))
+                  for (pk, pv), (k, v) in zip(kept, run(p, prefix), strict=True)]
         self.reused += b * p
         self.computed += b * (m - p)
         self._keys, self._kv = keys, [(k.detach(), v.detach()) for k, v in kv]

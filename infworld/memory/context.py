@@ -134,10 +134,10 @@ def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor
         else:
             kw["poses"] = torch.full((b, m, dit.cfg.pose_dim), float("nan"), device=dev)
     valid = ctx.valid.to(dev) if ctx.valid is not None else None
+    # kept keys/values carry no graph: training (grad enabled) always encodes; a cache serves one layout
+    cache = reuse if reuse is not None and not torch.is_grad_enabled() and reuse.encoding == layout.encoding \
+        else None
     if layout.encoding == "isolated":
-        cache = reuse if reuse is not None and not torch.is_grad_enabled() else None
-        if cache is not None and getattr(cache, "encoding", None) != "isolated":
-            cache = None
         keys, values = _isolated_kv(dit, lat, t0, acts, kinds, kw.get("poses"), cache, ctx.sources)
     else:
         def run(first: int, prefix: PastKV | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -151,8 +151,7 @@ def memory_past(dit: torch.nn.Module, ctx: MemoryContext, ref_pose: torch.Tensor
                         key_valid=valid[:, sl] if valid is not None else None, **extra)
             return kv
 
-        cache = reuse if reuse is not None and not torch.is_grad_enabled() else None
-        if cache is not None and getattr(cache, "encoding", None) == "causal":
+        if cache is not None:
             keys, values = cache.encode(lat, ctx.sources, kinds, acts, kw.get("poses"), pos, valid, run)
         else:
             kv = run(0, None)

@@ -41,8 +41,8 @@ class MemoryTrainConfig:
     the oracle ``full`` isolated, the bounded strategies causal); with ``span`` S, more than S
     frames share S slots' worth of positions. ``slots``: the most frames one read may return at
     inference (what the export records as ``memory_slots``; 0 = the most any trained strategy
-    returns). Raising it beyond the
-    trained strategies needs ``span`` (positions then stay in the trained range).
+    returns). Raising it beyond the trained strategies needs ``span`` (positions then stay in the
+    trained range).
     ``plain_prob``: share of steps whose raw memory frames are shown as ordinary frames (kind 0,
     no poses; compressed latents stay marked), so one model is trained for both presentations and
     the benchmark can compare them (a strategy's ``plain`` setting picks one at inference)."""
