@@ -62,6 +62,8 @@ class Profiler:
         def pre(module, args, kwargs):
             kind = "memory_dit" if kwargs.get("kinds") is not None else (
                 "commit_dit" if kwargs.get("return_kv") else "denoise_dit")
+            if kind == "commit_dit" and float(args[1].max()) >= 0.999:  # fold_commit: a denoising call
+                kind = "denoise_commit_dit"  # that also caches the previous frame (pending_commit.py)
             if kind == "memory_dit":  # memory frames run through the DiT (the rest were reused)
                 self.calls["memory_frames_encoded"] += int(args[0].shape[1])
             self._t.append((kind, time.perf_counter()))
@@ -164,6 +166,7 @@ def measure(factory: EngineFactory, profiler: Profiler, starts, steps: int | Non
     profile = {
         "denoise_dit": per_frame.get("denoise_dit", 0.0),
         "commit_dit": per_frame.get("commit_dit", 0.0),
+        "denoise_commit_dit": per_frame.get("denoise_commit_dit", 0.0),  # fold_commit: one call does both
         "memory": dit_mem,
         "decode": per_frame.get("decode", 0.0),
         "engine_other": engine - sum(per_frame.values()),
@@ -183,7 +186,8 @@ def measure(factory: EngineFactory, profiler: Profiler, starts, steps: int | Non
                        "mean": float(np.mean(rtts))},
         "engine_fps": 1e3 / engine,
         "memory_frames_encoded_per_frame": profiler.calls.get("memory_frames_encoded", 0) / n_frames,
-        "denoise_calls_per_frame": profiler.calls.get("denoise_dit", 0) / n_frames,
+        "denoise_calls_per_frame": (profiler.calls.get("denoise_dit", 0)
+                                    + profiler.calls.get("denoise_commit_dit", 0)) / n_frames,
         "profile_ms_per_frame": {k: round(v, 3) for k, v in profile.items()},
         "profile_share": {k: round(v / total, 4) for k, v in profile.items()},
     }
@@ -202,13 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-reuse-memory-kv", action="store_true",
                     help="re-encode the memory's frames every chunk (RolloutConfig.reuse_memory_kv "
                     "off), for A/B")
+    ap.add_argument("--no-fold-commit", action="store_true",
+                    help="cache each finished frame in its own DiT pass (RolloutConfig.fold_commit off), "
+                    "for A/B")
+    ap.add_argument("--memory-every", type=int, default=0,
+                    help="frames between memory reads (RolloutConfig.memory_every; 0 = the model's chunk)")
     ap.add_argument("--out", default="benchmarks/results/play_speed.json")
     args = ap.parse_args(argv)
     settings = SETTINGS
     if args.steps:
         settings = [(int(s), 1, 1) for s in args.steps.split(",")]
     model, memory = resolve_alias(args.model, args.memory)
-    overrides = {"reuse_memory_kv": False} if args.no_reuse_memory_kv else {}
+    overrides = {"reuse_memory_kv": not args.no_reuse_memory_kv, "fold_commit": not args.no_fold_commit,
+                 "memory_every": args.memory_every}
     factory = EngineFactory.load(model, memory, **overrides)
     starts = load_or_make_starts(factory.model_dir, factory.frame_size)
     load_before = os.getloadavg()
@@ -230,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": factory.model_name, "memory": factory.template.memory.name,
         "reuse_memory_kv": factory.template.config.reuse_memory_kv,
+        "fold_commit": factory.template.config.fold_commit,
+        "memory_every": factory.template.config.memory_every or factory.chunk,
         "frame_size": list(factory.frame_size), "chunk": factory.chunk,
         "goal": "30 fps end to end at 64x64 on 2 CPU cores",
         "machine": {"cpus": os.cpu_count(),

@@ -32,11 +32,14 @@ def load_world(model: str, memory: str = "window", memory_cfg: Mapping[str, Any]
                device: str = "cpu", **overrides: Any) -> WorldModel:
     """An exported world model (name or folder) with memory ``memory``, ready to be played.
 
-    Memories that accept ``poses="dead_reckon"`` get it (nobody has ground-truth poses while playing);
-    ``overrides`` are :meth:`WorldModel.from_pretrained` settings (steps, name, chunk, seed...).
+    Memories that accept ``poses="dead_reckon"`` get it (nobody has ground-truth poses while playing),
+    and the finished frames' cache pass is folded into the next step (``fold_commit``, unless
+    overridden: it saves one DiT call a step; pending_commit.py); ``overrides`` are
+    :meth:`WorldModel.from_pretrained` settings (steps, name, chunk, seed...).
     """
     from infworld.memory.registry import memory_class
 
+    overrides.setdefault("fold_commit", True)  # one frame per step: the commit pass rides along
     settings = dict(memory_cfg or {})
     mcls = memory_class(memory)
     if mcls is not None and "poses" in mcls.config_class.keys():

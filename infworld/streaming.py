@@ -82,7 +82,8 @@ def free_rollout(world: Any, context: np.ndarray, actions: Mapping[str, np.ndarr
     recorded ones, never the model's: the caller supplies ground truth or dead reckoning.
     ``chunk``: video frames per ``step`` (default: the engine's most, ``config.chunk`` latent frames
     times r); the last chunk may be shorter. Chunking and the engine's seed fix the noise, so the
-    same call gives the same frames.
+    same call gives the same frames. An engine with ``seam="sliding"`` also gets each chunk's
+    successor's actions (``next_actions``).
     ``on_chunk``: called after every step with a :class:`Chunk` (progress bars, timing, streaming
     the frames to a video); it may read ``world`` (e.g. ``state_nbytes()``).
 
@@ -104,8 +105,14 @@ def free_rollout(world: Any, context: np.ndarray, actions: Mapping[str, np.ndarr
             hi = min(lo + step, f_total)
             # generated frames lo..hi-1 are trajectory frames k + lo .. k + hi - 1
             step_poses = poses[:, k + lo: k + hi] if poses is not None and k + hi <= p_len else None
+            extra = {}
+            if getattr(getattr(world, "config", None), "seam", "causal") == "sliding":
+                # the next chunk starts alongside this one (infworld/sliding.py); none after the last
+                nxt = min(hi + step, f_total)
+                extra["next_actions"] = _slice(actions, k - 1 + hi, k - 1 + nxt) if hi < f_total else None
             t0 = time.perf_counter()
-            out = world.step(_slice(actions, k - 1 + lo, k - 1 + hi), poses=step_poses)  # (B, n, H, W, 3)
+            # (B, n, H, W, 3)
+            out = world.step(_slice(actions, k - 1 + lo, k - 1 + hi), poses=step_poses, **extra)
             seconds = time.perf_counter() - t0
             gen.append(out)
             if on_chunk is not None:

@@ -47,6 +47,8 @@ from infworld.memory.kv_reuse import MemoryPrefix
 from infworld.memory.registry import make_memory
 from infworld.models.action import NULL_ACTION, null_like
 from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
+from infworld.pending_commit import PendingCommit
+from infworld.sliding import check_sliding, grouped_next, sliding_generate
 from infworld.video_frames import VideoFrames, float_to_frames, frames_to_float  # (re-exported)
 
 
@@ -57,7 +59,12 @@ class RolloutConfig:
     level at which finished frames enter the context (GameNGen's context noise augmentation at
     inference; the model must be trained with ``forcing.context_noise`` >= it), and
     ``reuse_memory_kv``: keep memory frames' keys/values between chunks while the memory returns them
-    (memory/kv_reuse.py, isolated layout; memory/causal_reuse.py, causal; off = re-encode, for A/B)."""
+    (memory/kv_reuse.py, isolated layout; memory/causal_reuse.py, causal; off = re-encode, for A/B),
+    ``memory_every``: frames between memory reads (0 = the chunk: one read per chunk of frames however
+    they are requested, e.g. one frame per step in play; see MemoryPrefix), and
+    ``fold_commit``: run the finished frames' cache pass inside the next chunk's first DiT call
+    (pending_commit.py; exact without a memory prefix), and ``seam``: "causal" (strict chunk
+    causality) or "sliding" (two chunks in flight, needs the next chunk's actions; sliding.py)."""
 
     chunk: int = 4
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -66,11 +73,21 @@ class RolloutConfig:
     seed: int = 0
     context_noise: float = 0.0
     reuse_memory_kv: bool = True
+    memory_every: int = 0
+    fold_commit: bool = False
+    seam: str = "causal"
 
     def check(self) -> None:
         self.sampler.check()
         if not isinstance(self.reuse_memory_kv, bool):
             raise ConfigError(f"rollout reuse_memory_kv: expected a bool, got {self.reuse_memory_kv!r}")
+        if not isinstance(self.fold_commit, bool):
+            raise ConfigError(f"rollout fold_commit: expected a bool, got {self.fold_commit!r}")
+        every = self.memory_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ConfigError(f"rollout memory_every: expected frames between memory reads >= 1 (0 = the "
+                              f"chunk), got {self.memory_every!r}")
+        check_sliding(self.seam, self.sampler.name, self.sampler.steps, self.fold_commit)
         if not 0.0 <= self.context_noise < 1.0:
             raise ConfigError(f"rollout context_noise: expected a noise level in 0..1 (exclusive), got "
                               f"{self.context_noise}")
@@ -117,9 +134,12 @@ class WorldModel:
         self.index = 0  # latent frames committed so far (observed + generated)
         self.cache: KVCache | None = None
         self._history: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # use_cache=False only
-        self.prefix = MemoryPrefix(self.memory, self.memory_layout, cfg.reuse_memory_kv, self.device)
+        self.prefix = MemoryPrefix(self.memory, self.memory_layout, cfg.reuse_memory_kv, self.device,
+                                   every=cfg.memory_every or cfg.chunk)
         self._last_pose: torch.Tensor | None = None
         self._prev: torch.Tensor | None = None  # (B, 1, C, h, w) the last context frame, as cached
+        self._pending: PendingCommit | None = None  # fold_commit: frames whose cache pass is deferred
+        self._ahead: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # seam "sliding"
         self.last_latents: torch.Tensor | None = None
 
     @property
@@ -195,6 +215,8 @@ class WorldModel:
         self.prefix.reset()
         self._last_pose = None
         self._prev = None
+        self._pending = None
+        self._ahead = None
         self.memory.reset()
         self.video.reset()
         if self.config.use_cache:
@@ -222,15 +244,19 @@ class WorldModel:
         n = x.shape[1]
         self.video.latents_of(n)
         acts, p = self.video.group(self._actions(actions, n)), self.video.poses(self._poses(poses, n))
+        self._flush()
+        self._ahead = None  # a chunk started before real frames came is dropped
         self._observe_latents(self.video.encode(x.to(self.device)), acts, p)
 
     @torch.no_grad()
-    def step(self, actions: Mapping[str, Any], poses: Any = None, commit: bool = True) -> np.ndarray:
+    def step(self, actions: Mapping[str, Any], poses: Any = None, commit: bool = True,
+             next_actions: Mapping[str, Any] | None = None) -> np.ndarray:
         """Generate the frames that ``actions`` (B, n) lead to; returns uint8 (B, n, H, W, 3).
 
         ``n`` may be anything from 1 to ``chunk`` (latent frames) times r (frames per latent frame; a
         multiple of r). With ``commit=False`` the frames are returned but not added to the context
-        (e.g. to compare against a real frame, then :meth:`observe` it).
+        (e.g. to compare against a real frame, then :meth:`observe` it). ``next_actions`` (B, n2):
+        the next chunk's actions, for ``seam="sliding"`` only (None = this is the last chunk).
         """
         self._require_reset()
         first = next((np.asarray(a) for k, a in actions.items() if k in self.dit.cfg.actions.sizes()), None)
@@ -238,17 +264,25 @@ class WorldModel:
         self.video.step_latents(n, self.config.chunk)
         acts = self.video.group(self._actions(actions, n))  # (B, n / r[, r]) per field
         p = self.video.poses(self._poses(poses, n)) if commit else None
-        latents = self._generate(acts)
+        if self.config.seam == "sliding":
+            latents = sliding_generate(self, acts, grouped_next(self, next_actions))
+        elif next_actions is not None:
+            raise ConfigError("step: next_actions is used by seam='sliding' only (this engine's seam is "
+                              f"{self.config.seam!r})")
+        else:
+            latents = self._generate(acts)
         self.last_latents = latents  # (B, n / r, C, h, w), for inspection and latent-space metrics
         frames = float_to_frames(self.video.decode(latents, commit))
         if commit:
-            self._commit(latents, acts, p)
+            self._commit(latents, acts, p, defer=self.config.fold_commit)
         return frames
 
     def state_nbytes(self) -> int:
         """Bytes of rollout state: KV cache + memory (+ its kept keys/values) + VAE stream caches (+ the
         history when the cache is off)."""
         total = self.memory.nbytes() + self.prefix.nbytes() + self.video.nbytes()
+        if self._pending is not None:
+            total += self._pending.latents.numel() * self._pending.latents.element_size()
         if self.cache is not None and self.config.use_cache:
             total += self.cache.nbytes()
         if self._history is not None:
@@ -314,8 +348,10 @@ class WorldModel:
         return p.to(self.device)
 
     def _base(self) -> int:
-        """Frame index that gets position 0: the oldest frame any query of the next chunk may see."""
-        return self.index - len(self.cache) if self.config.use_cache else 0
+        """Frame index that gets position 0: the oldest cached frame (cached, then pending, then the
+        chunk)."""
+        pending = self._pending.frames if self._pending is not None else 0
+        return self.index - pending - len(self.cache) if self.config.use_cache else 0
 
     def _context(self) -> tuple[int, PastKV | None]:
         base = self._base()
@@ -326,17 +362,25 @@ class WorldModel:
         return base, (prefix.cat(cached) if prefix is not None else cached)
 
     def _velocity(self, acts: dict[str, torch.Tensor], n: int):
-        """velocity_fn(x, t) for the next chunk, attending to the context (cached or recomputed)."""
+        """velocity_fn(x, t) for the next chunk, attending to the context (cached or recomputed); the
+        first call also caches a pending commit's frames (fold_commit), later calls see them cached."""
+        if self._pending is not None:
+            self.cache.evict(self.window - 1)  # what the separate commit pass would have left
         base, past = self._context()
         pos = torch.arange(self.index, self.index + n, device=self.device).float() - base  # (n,)
         hist = self._history
 
         prev, prev_t = self._prev, self._prev_level()
+        state = {"past": past}
 
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            tt = t.reshape(1, 1).expand(self.batch, n).to(x.dtype)  # (B, n): one level for the chunk
+            tt = t.reshape(1, -1).expand(self.batch, n).to(x.dtype)  # (B, n): one level, or one per frame
+            if self._pending is not None:
+                out = self._folded_call(x, tt, acts, pos, state["past"])
+                state["past"] = self._context()[1]  # the same base: the window mask hides the oldest
+                return out
             if hist is None:
-                return self.dit(x, tt, acts, positions=pos, past=past, window=self.window, prev=prev,
+                return self.dit(x, tt, acts, positions=pos, past=state["past"], window=self.window, prev=prev,
                                 prev_t=prev_t)
             # Reference path: recompute the whole history (context level, as cached) and the chunk.
             h_lat, h_act = hist
@@ -380,20 +424,51 @@ class WorldModel:
             self._commit(latents[:, lo:hi], {k: a[:, lo:hi] for k, a in acts.items()},
                          p[:, lo:hi] if p is not None else None)
 
+    def _folded_call(self, x: torch.Tensor, tt: torch.Tensor, acts: dict[str, torch.Tensor],
+                     pos: torch.Tensor, past: PastKV | None) -> torch.Tensor:
+        """One DiT call over [pending frames, chunk]: caches the pending frames' keys/values and returns
+        the chunk's velocity (B, n, C, h, w)."""
+        pend = self._pending
+        x_all, t_all, a_all, p_all = pend.join(x, tt, acts, pos)
+        out, kv = self.dit(x_all, t_all, a_all, positions=p_all, past=past, window=self.window,
+                           return_kv=True, prev=pend.prev, prev_t=pend.prev_t)
+        self.cache.append(pend.own_kv(kv, self.dit.cfg.tokens_per_frame),
+                          range(pend.start, pend.start + pend.frames))
+        self._pending = None
+        return out[:, pend.frames:]
+
+    def _flush(self) -> None:
+        """Run a pending commit's cache pass on its own (the commit pass; deferred ones before real
+        frames are observed), and trim the cache to the window (a folded call adds its frames
+        untrimmed)."""
+        if not self.config.use_cache:
+            return
+        self.cache.evict(self.window - 1)
+        pend, self._pending = self._pending, None
+        if pend is None:
+            return
+        base, past = self._context()
+        pos = torch.arange(pend.start, pend.start + pend.frames, device=self.device).float() - base
+        t0 = torch.full((self.batch, pend.frames), pend.level, device=self.device)
+        _, kv = self.dit(pend.latents, t0, pend.actions, positions=pos, past=past, window=self.window,
+                         return_kv=True, prev=pend.prev, prev_t=pend.prev_t)
+        self.cache.append(kv, range(pend.start, pend.start + pend.frames))
+        self.cache.evict(self.window - 1)
+
     @torch.no_grad()
-    def _commit(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], p: torch.Tensor | None) -> None:
+    def _commit(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], p: torch.Tensor | None,
+                defer: bool = False) -> None:
         """Add clean frames to the context: cache their t = 0 keys/values (or the history), then memory;
-        ``p``: checked poses (B, n, 5) or None."""
+        ``p``: checked poses (B, n, 5) or None; ``defer``: leave the cache pass to the next chunk's first
+        DiT call (fold_commit; needs the cache and room for the frames in the window)."""
         n = latents.shape[1]
         ctx_lat = self._context_latents(latents)
         if self.config.use_cache:
-            base, past = self._context()
-            pos = torch.arange(self.index, self.index + n, device=self.device).float() - base
-            t0 = torch.full((self.batch, n), self.config.context_noise, device=self.device)
-            _, kv = self.dit(ctx_lat, t0, acts, positions=pos, past=past, window=self.window, return_kv=True,
-                             prev=self._prev, prev_t=self._prev_level())
-            self.cache.append(kv, range(self.index, self.index + n))
-            self.cache.evict(self.window - 1)
+            self._flush()
+            self._pending = PendingCommit(ctx_lat, dict(acts), self.config.context_noise, self._prev,
+                                          self._prev_level(), self.index)
+            if not (defer and n < self.window):
+                self._flush()
         elif self._history is None:
             self._history = (ctx_lat, dict(acts))
         else:

@@ -144,13 +144,14 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
               data: str | os.PathLike | None = None, protocols: list[str] | None = None,
               progress: bool = True, memory_cfg: dict[str, dict[str, Any]] | None = None, *,
               steps: int | None = None, chunk: int | None = None, context: int | None = None, seed: int = 0,
-              idm: str | None = None,
+              idm: str | None = None, memory_every: int | None = None, fold_commit: bool = False,
               cache_dir: str | os.PathLike | None = None, max_episodes: int = 8, max_frames: int = 1025,
               features: str = DEFAULT_FEATURES, inception: bool = False) -> dict[str, Any]:
     """Run the benchmark (module docstring) and return the results dict (also in results.json).
 
     ``memory_cfg`` maps a memory name to extra settings; ``steps`` / ``chunk`` override the model's
-    sampler steps and chunk; ``context`` the suite's number of seeding frames; ``idm`` names the
+    sampler steps and chunk, ``memory_every`` / ``fold_commit`` the engine's play-speed settings
+    (world.py RolloutConfig); ``context`` the suite's number of seeding frames; ``idm`` names the
     inverse dynamics model (default checkpoints/doom-idm); ``features`` the tokenizer whose features
     give ``fd_ours``; ``inception`` also computes FID with the packaged Inception network.
     """
@@ -168,12 +169,16 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
     if not any(t.frames > k for t in the_suite.trajectories):
         raise DataError(f"no trajectory of suite {the_suite.name} is longer than the context ({k} frames)")
     worlds = {m: WorldModel.from_pretrained(str(model_dir), memory=m, memory_cfg=memory_cfg.get(m),
-                                            steps=steps, chunk=chunk, seed=seed)
+                                            steps=steps, chunk=chunk, seed=seed, memory_every=memory_every,
+                                            fold_commit=fold_commit or None)
               for m in memories}  # every variant is checked before anything runs
     _check_worlds(worlds, the_suite)
     first = worlds[memories[0]]
     settings = {"sampler": first.config.sampler.name, "steps": int(first.config.sampler.steps),
                 "chunk": int(first.config.chunk), "context": int(k), "seed": int(seed)}
+    if memory_every or fold_commit:  # recorded only when set: earlier run folders stay resumable
+        settings.update(memory_every=int(first.config.memory_every or first.config.chunk),
+                        fold_commit=bool(first.config.fold_commit))
     judges = _load_judges(protocols, idm, features, inception)
 
     # 2. The output folder, and whether an earlier run there asked for the same thing.

@@ -45,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--protocols", help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
     p.add_argument("--steps", type=int, help="sampler steps per chunk (default: the model's)")
     p.add_argument("--chunk", type=int, help="frames per step (default: the model's)")
+    p.add_argument("--memory-every", type=int,
+                   help="frames between memory reads (default: the chunk; play reads every 4th frame)")
+    p.add_argument("--fold-commit", action="store_true",
+                   help="cache finished frames inside the next step's DiT call, as play does")
     p.add_argument("--context", type=int, help="real frames that seed each rollout (default: the suite's)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (run) / training seed (train-idm)")
     p.add_argument("--memory-opt", action="append", default=[], metavar="[NAME.]KEY=VALUE",
@@ -94,8 +98,8 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_at_least(args, 1, "steps", "chunk", "context", "threads", "train_steps", "max_episodes",
-                   "max_frames")
+    check_at_least(args, 1, "steps", "chunk", "memory_every", "context", "threads", "train_steps",
+                   "max_episodes", "max_frames")
     if args.threads:
         import torch
 
@@ -135,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     results = run_bench(args.model, suite, memories, args.out, data=args.data, protocols=protocols,
                         progress=not args.no_progress, memory_cfg=memory_cfg, steps=args.steps,
                         chunk=args.chunk, context=args.context, seed=args.seed, idm=args.idm,
-                        cache_dir=args.cache, max_episodes=args.max_episodes, max_frames=args.max_frames)
+                        memory_every=args.memory_every, fold_commit=args.fold_commit, cache_dir=args.cache,
+                        max_episodes=args.max_episodes, max_frames=args.max_frames)
     print(summary_table(results))
     print(f"bench: results.json, report.md, report.html -> {args.out}")
     return 0

@@ -57,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=("euler", "heun", "stochastic"), help="default: the model's")
     p.add_argument("--frames-per-action", type=int, default=1,
                    help="frames generated per action, 1..the model's chunk (more = faster, less responsive)")
+    p.add_argument("--memory-every", type=int,
+                   help="frames between memory reads (default: the model's chunk, as on the benchmark)")
+    p.add_argument("--no-fold-commit", action="store_true",
+                   help="cache each finished frame in its own DiT pass instead of inside the next step's")
     p.add_argument("--seed", type=int, default=0, help="noise seed of every session")
     p.add_argument("--starts", help="starts.npz to use (default: <model dir>/starts.npz, else the collector)")
     p.add_argument("--host", default="127.0.0.1",
@@ -110,8 +114,8 @@ def _check(args: argparse.Namespace) -> None:
     """The flags, before any model is loaded or file written (ConfigError / DataError naming them)."""
     from infworld.data.outputs import check_output_file
 
-    check_at_least(args, 1, "memory_budget", "steps", "frames_per_action", "max_sessions", "frames", "scale",
-                   "count", "context", "threads")
+    check_at_least(args, 1, "memory_budget", "steps", "memory_every", "frames_per_action", "max_sessions",
+                   "frames", "scale", "count", "context", "threads")
     check_at_least(args, 0, "port", "log_frames")
     if args.port > 65535:
         raise ConfigError(f"--port: expected 0..65535, got {args.port}")
@@ -157,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
 
         memory_cfg = {"budget": args.memory_budget} if args.memory_budget else None
         factory = EngineFactory.load(model, memory, memory_cfg=memory_cfg, device=args.device,
-                                     steps=args.steps, name=args.sampler, seed=args.seed)
+                                     steps=args.steps, name=args.sampler, seed=args.seed,
+                                     memory_every=args.memory_every, fold_commit=not args.no_fold_commit)
         starts = load_starts(args, factory)
         if args.headless:
             return headless(args, factory, starts)

@@ -111,13 +111,20 @@ class MemoryPrefix:
     ``reuse`` (RolloutConfig.reuse_memory_kv) keeps them (``cache``; None with reuse off): per frame
     in a :class:`FrameKVCache` for the isolated layout, the unchanged prefix of the last read in a
     :class:`~infworld.memory.causal_reuse.CausalKVCache` for the causal one.
+
+    ``every`` (RolloutConfig.memory_every): frames between memory reads. A chunk that starts fewer
+    than ``every`` frames after the last read keeps that read's frames (their keys/values are then
+    reused whole). Play generates one frame per step; reading every 4th frame there matches the
+    benchmark's chunk of 4, where the memory is read once per chunk.
     """
 
     def __init__(self, memory: Memory, layout: MemoryLayout, reuse: bool = True,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", every: int = 1):
         self.memory = memory
         self.layout = layout
         self.device = torch.device(device)
+        self.every = int(every)
+        self._read_at: int | None = None  # frame index of the last memory read
         self.cache: FrameKVCache | CausalKVCache | None = None
         if reuse:
             self.cache = FrameKVCache() if layout.encoding == "isolated" else CausalKVCache()
@@ -127,6 +134,7 @@ class MemoryPrefix:
     def reset(self) -> None:
         """A new rollout: forget the last context and every kept frame."""
         self._memo = None
+        self._read_at = None
         self.last_context = None
         if self.cache is not None:
             self.cache.reset()
@@ -146,7 +154,11 @@ class MemoryPrefix:
         later calls for the same chunk return the same. ``last_pose`` (B, 5): the latest camera."""
         if self._memo is not None and self._memo[0] == index:
             return self._memo[1]
-        ctx = self.memory.read(index, last_pose)
+        if self._read_at is not None and 0 <= index - self._read_at < self.every:
+            ctx = self.last_context  # the last read still stands (``every``)
+        else:
+            ctx = self.memory.read(index, last_pose)
+            self._read_at = index
         self.last_context = ctx
         past = None
         if ctx is not None and ctx.num_frames:
