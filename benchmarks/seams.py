@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--context", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--context-noise", type=float, help="level of finished frames in the context (default: "
+                    "the model's)")
+    ap.add_argument("--chunk", type=int, help="frames per chunk (default: the model's)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--figure")
     args = ap.parse_args(argv)
@@ -127,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     real = frames[:, args.context:]
     report: dict = {"model": args.model, "data": args.data, "starts": len(starts), "frames": args.frames,
                     "context": args.context, "seed": args.seed, "command": " ".join(sys.argv),
+                    "context_noise": args.context_noise,
                     "machine": {"python": platform.python_version(), "torch": torch.__version__}, "modes": {}}
     for seam in args.seams.split(","):
         try:
-            world = WorldModel.from_pretrained(args.model, steps=args.steps, seed=args.seed, seam=seam)
+            world = WorldModel.from_pretrained(args.model, steps=args.steps, seed=args.seed, seam=seam,
+                                               context_noise=args.context_noise, chunk=args.chunk)
         except InfWorldError as exc:
             print(f"seams: {exc}", file=sys.stderr)
             return 2

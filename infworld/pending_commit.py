@@ -16,8 +16,13 @@ equals the separate one; tests/test_fold_commit.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # the engine imports this module
+    from infworld.models.kvcache import PastKV
+    from infworld.world import WorldModel
 
 
 @dataclass
@@ -53,3 +58,37 @@ class PendingCommit:
         """These frames' keys/values out of a joined call's (each (B, H, (m + n) * N, hd))."""
         hi = self.frames * tokens_per_frame
         return [(k[:, :, :hi], v[:, :, :hi]) for k, v in kv]
+
+
+def folded_call(world: WorldModel, x: torch.Tensor, tt: torch.Tensor, acts: dict[str, torch.Tensor],
+                pos: torch.Tensor, past: PastKV | None) -> torch.Tensor:
+    """One DiT call over [``world``'s pending frames, the chunk x (B, n, C, h, w) at levels tt (B, n)]:
+    caches the pending frames' keys/values (the cache is trimmed by the next flush) and returns the
+    chunk's velocity (B, n, C, h, w)."""
+    pend = world._pending
+    x_all, t_all, a_all, p_all = pend.join(x, tt, acts, pos)
+    out, kv = world.dit(x_all, t_all, a_all, positions=p_all, past=past, window=world.window,
+                        return_kv=True, prev=pend.prev, prev_t=pend.prev_t)
+    world.cache.append(pend.own_kv(kv, world.dit.cfg.tokens_per_frame),
+                       range(pend.start, pend.start + pend.frames))
+    world._pending = None
+    return out[:, pend.frames:]
+
+
+def flush_pending(world: WorldModel) -> None:
+    """Run ``world``'s pending commit's cache pass on its own (the commit pass; deferred ones before
+    real frames are observed), and trim the cache to the window (a folded call adds its frames
+    untrimmed). Nothing without the cache."""
+    if not world.config.use_cache:
+        return
+    world.cache.evict(world.window - 1)
+    pend, world._pending = world._pending, None
+    if pend is None:
+        return
+    base, past = world._context()
+    pos = torch.arange(pend.start, pend.start + pend.frames, device=world.device).float() - base
+    t0 = torch.full((world.batch, pend.frames), pend.level, device=world.device)
+    _, kv = world.dit(pend.latents, t0, pend.actions, positions=pos, past=past, window=world.window,
+                      return_kv=True, prev=pend.prev, prev_t=pend.prev_t)
+    world.cache.append(kv, range(pend.start, pend.start + pend.frames))
+    world.cache.evict(world.window - 1)

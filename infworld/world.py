@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,50 +46,10 @@ from infworld.memory.kv_reuse import MemoryPrefix
 from infworld.memory.registry import make_memory
 from infworld.models.action import NULL_ACTION, null_like
 from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
-from infworld.pending_commit import PendingCommit
-from infworld.sliding import check_sliding, grouped_next, sliding_generate
+from infworld.pending_commit import PendingCommit, flush_pending, folded_call
+from infworld.rollout_config import RolloutConfig  # (re-exported)
+from infworld.sliding import grouped_next, sliding_generate
 from infworld.video_frames import VideoFrames, float_to_frames, frames_to_float  # (re-exported)
-
-
-@dataclass
-class RolloutConfig:
-    """How the engine generates: frames per chunk, sampler, cache on/off (off = full recompute,
-    unbounded, for reference only), cache dtype, the noise seed, and ``context_noise``: the noise
-    level at which finished frames enter the context (GameNGen's context noise augmentation at
-    inference; the model must be trained with ``forcing.context_noise`` >= it), and
-    ``reuse_memory_kv``: keep memory frames' keys/values between chunks while the memory returns them
-    (memory/kv_reuse.py, isolated layout; memory/causal_reuse.py, causal; off = re-encode, for A/B),
-    ``memory_every``: frames between memory reads (0 = the chunk: one read per chunk of frames however
-    they are requested, e.g. one frame per step in play; see MemoryPrefix), and
-    ``fold_commit``: run the finished frames' cache pass inside the next chunk's first DiT call
-    (pending_commit.py; exact without a memory prefix), and ``seam``: "causal" (strict chunk
-    causality) or "sliding" (two chunks in flight, needs the next chunk's actions; sliding.py)."""
-
-    chunk: int = 4
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    use_cache: bool = True
-    cache_dtype: str = "float32"
-    seed: int = 0
-    context_noise: float = 0.0
-    reuse_memory_kv: bool = True
-    memory_every: int = 0
-    fold_commit: bool = False
-    seam: str = "causal"
-
-    def check(self) -> None:
-        self.sampler.check()
-        if not isinstance(self.reuse_memory_kv, bool):
-            raise ConfigError(f"rollout reuse_memory_kv: expected a bool, got {self.reuse_memory_kv!r}")
-        if not isinstance(self.fold_commit, bool):
-            raise ConfigError(f"rollout fold_commit: expected a bool, got {self.fold_commit!r}")
-        every = self.memory_every
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ConfigError(f"rollout memory_every: expected frames between memory reads >= 1 (0 = the "
-                              f"chunk), got {self.memory_every!r}")
-        check_sliding(self.seam, self.sampler.name, self.sampler.steps, self.fold_commit)
-        if not 0.0 <= self.context_noise < 1.0:
-            raise ConfigError(f"rollout context_noise: expected a noise level in 0..1 (exclusive), got "
-                              f"{self.context_noise}")
 
 
 class WorldModel:
@@ -244,7 +203,7 @@ class WorldModel:
         n = x.shape[1]
         self.video.latents_of(n)
         acts, p = self.video.group(self._actions(actions, n)), self.video.poses(self._poses(poses, n))
-        self._flush()
+        flush_pending(self)
         self._ahead = None  # a chunk started before real frames came is dropped
         self._observe_latents(self.video.encode(x.to(self.device)), acts, p)
 
@@ -376,7 +335,7 @@ class WorldModel:
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             tt = t.reshape(1, -1).expand(self.batch, n).to(x.dtype)  # (B, n): one level, or one per frame
             if self._pending is not None:
-                out = self._folded_call(x, tt, acts, pos, state["past"])
+                out = folded_call(self, x, tt, acts, pos, state["past"])
                 state["past"] = self._context()[1]  # the same base: the window mask hides the oldest
                 return out
             if hist is None:
@@ -424,37 +383,6 @@ class WorldModel:
             self._commit(latents[:, lo:hi], {k: a[:, lo:hi] for k, a in acts.items()},
                          p[:, lo:hi] if p is not None else None)
 
-    def _folded_call(self, x: torch.Tensor, tt: torch.Tensor, acts: dict[str, torch.Tensor],
-                     pos: torch.Tensor, past: PastKV | None) -> torch.Tensor:
-        """One DiT call over [pending frames, chunk]: caches the pending frames' keys/values and returns
-        the chunk's velocity (B, n, C, h, w)."""
-        pend = self._pending
-        x_all, t_all, a_all, p_all = pend.join(x, tt, acts, pos)
-        out, kv = self.dit(x_all, t_all, a_all, positions=p_all, past=past, window=self.window,
-                           return_kv=True, prev=pend.prev, prev_t=pend.prev_t)
-        self.cache.append(pend.own_kv(kv, self.dit.cfg.tokens_per_frame),
-                          range(pend.start, pend.start + pend.frames))
-        self._pending = None
-        return out[:, pend.frames:]
-
-    def _flush(self) -> None:
-        """Run a pending commit's cache pass on its own (the commit pass; deferred ones before real
-        frames are observed), and trim the cache to the window (a folded call adds its frames
-        untrimmed)."""
-        if not self.config.use_cache:
-            return
-        self.cache.evict(self.window - 1)
-        pend, self._pending = self._pending, None
-        if pend is None:
-            return
-        base, past = self._context()
-        pos = torch.arange(pend.start, pend.start + pend.frames, device=self.device).float() - base
-        t0 = torch.full((self.batch, pend.frames), pend.level, device=self.device)
-        _, kv = self.dit(pend.latents, t0, pend.actions, positions=pos, past=past, window=self.window,
-                         return_kv=True, prev=pend.prev, prev_t=pend.prev_t)
-        self.cache.append(kv, range(pend.start, pend.start + pend.frames))
-        self.cache.evict(self.window - 1)
-
     @torch.no_grad()
     def _commit(self, latents: torch.Tensor, acts: dict[str, torch.Tensor], p: torch.Tensor | None,
                 defer: bool = False) -> None:
@@ -464,11 +392,11 @@ class WorldModel:
         n = latents.shape[1]
         ctx_lat = self._context_latents(latents)
         if self.config.use_cache:
-            self._flush()
+            flush_pending(self)
             self._pending = PendingCommit(ctx_lat, dict(acts), self.config.context_noise, self._prev,
                                           self._prev_level(), self.index)
             if not (defer and n < self.window):
-                self._flush()
+                flush_pending(self)
         elif self._history is None:
             self._history = (ctx_lat, dict(acts))
         else:

@@ -50,7 +50,9 @@ class DistillConfig:
     the student starts from (the ODE stage's), "" = the teacher. ``steps``: the student's grid (it can
     then run any divisor of it). ``teacher_steps``/``teacher_cfg`` (0 = the teacher's exported CFG):
     the teacher's ODE and guidance. ``context``: real latent frames before the student's first chunk;
-    ``chunks``: chunks it rolls out per clip (context + chunks x chunk <= the teacher's window).
+    ``chunks``: chunks it rolls out per clip (context + chunks x chunk <= the teacher's window);
+    ``chunk``: latent frames per chunk (0 = the teacher's; 1 = frame by frame, as play steps: a
+    student distilled on chunks of 4 dissolves when stepped one frame at a time, docs/distill.md).
     ``t_min``/``t_max``: the DMD noise-level range. ``memory``: the strategy the student rolls out
     with (``window`` = none beyond the local window); ``history``: real frames the engine observes
     before the context (they leave the window and reach the memory, so a retrieval memory such as
@@ -64,6 +66,7 @@ class DistillConfig:
     teacher_cfg: float = 0.0
     context: int = 4
     chunks: int = 3
+    chunk: int = 0
     generator_every: int = 5
     t_min: float = 0.02
     t_max: float = 0.98
@@ -83,8 +86,8 @@ class DistillConfig:
         for name in ("context", "chunks", "generator_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected >= 1, got {getattr(self, name)}")
-        if self.history < 0:
-            raise ConfigError(f"model.history: expected >= 0, got {self.history}")
+        if self.history < 0 or self.chunk < 0:
+            raise ConfigError(f"model.history / model.chunk: expected >= 0, got {self.history} / {self.chunk}")
         if not 0.0 < self.t_min < self.t_max < 1.0:
             raise ConfigError(f"model.t_min/t_max: expected 0 < t_min < t_max < 1, got {self.t_min}, "
                               f"{self.t_max}")
@@ -143,7 +146,7 @@ class DistillTask:
         if self.teacher.frames_per_latent != 1:
             raise ConfigError("model.teacher: video-mode teachers (frames_per_latent > 1) are not supported "
                               "by the distill task yet")
-        self.chunk = int(mc.get("chunk", 4))
+        self.chunk = config.chunk or int(mc.get("chunk", 4))
         self.window = int(mc.get("window") or self.teacher.dit.cfg.max_frames)
         self.context_noise = float(mc.get("context_noise", 0.0))
         sampler = mc.get("sampler", {})
