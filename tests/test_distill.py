@@ -196,11 +196,36 @@ def test_the_shipped_student_plays_through_its_alias_at_its_step_counts_only():
     model, memory = resolve_alias("doom-tiny-fast")
     assert (model, memory) == ("doom-tiny-student", "vrag")
     world = WorldModel.from_pretrained(model, memory=memory)
-    assert world.config.sampler.steps == 2 and world.config.sampler.cfg_scale == 1.0
+    assert world.config.sampler.steps == 1 and world.config.sampler.cfg_scale == 1.0
     with pytest.raises(ConfigError, match=r"distilled for \[1, 2, 4\]"):
         WorldModel.from_pretrained(model, memory=memory, steps=8)
     env = infworld.make_env("doom-tiny-fast")
     obs, _ = env.reset(seed=0)
     obs, *_ = env.step(env.action_space.sample())
     assert obs.shape == (64, 64, 3)
+    assert env.unwrapped.world.config.fold_commit  # play and gym fold the commit pass by default
     env.close()
+
+
+def test_a_student_can_be_distilled_frame_by_frame(teacher, tmp_path, monkeypatch):
+    """model.chunk=1: the student rolls out one-frame chunks, the way play steps it (a student
+    distilled on 4-frame chunks dissolved when stepped one frame at a time)."""
+    import infworld.train.tasks.distill as distill_task
+    from infworld.train.tasks.distill import DistillTask
+
+    sizes = []
+    real = distill_task.self_forcing_rollout
+
+    def spy(engine, frames, ctx_acts, chunks, *a, **k):
+        sizes.append([int(c["move"].shape[1]) for c in chunks])
+        return real(engine, frames, ctx_acts, chunks, *a, **k)
+
+    monkeypatch.setattr(distill_task, "self_forcing_rollout", spy)
+    recipe = distill_recipe(*teacher, tmp_path / "c1", "model.chunk=1", "model.chunks=3")
+    task = DistillTask(recipe.model, recipe)
+    net = task.build_model()
+    loss, _ = task.loss(net, next(task.batches("train", 2, 0, 0, 1)), torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and sizes == [[1] * 3]
+    with pytest.raises(ConfigError, match="model.chunk"):
+        recipe = distill_recipe(*teacher, tmp_path / "x", "model.chunk=-1")
+        DistillTask(recipe.model, recipe)

@@ -87,7 +87,8 @@ class DistillConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected >= 1, got {getattr(self, name)}")
         if self.history < 0 or self.chunk < 0:
-            raise ConfigError(f"model.history / model.chunk: expected >= 0, got {self.history} / {self.chunk}")
+            raise ConfigError(f"model.history / model.chunk: expected >= 0, got {self.history} / "
+                              f"{self.chunk}")
         if not 0.0 < self.t_min < self.t_max < 1.0:
             raise ConfigError(f"model.t_min/t_max: expected 0 < t_min < t_max < 1, got {self.t_min}, "
                               f"{self.t_max}")
