@@ -330,14 +330,17 @@ class WorldModel:
         hist = self._history
 
         prev, prev_t = self._prev, self._prev_level()
-        state = {"past": past}
+        # a fold in another fn (cond / uncond of CFG) also adds the pending frames: re-read the context
+        state = {"past": past, "stale": self._pending is not None}
 
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             tt = t.reshape(1, -1).expand(self.batch, n).to(x.dtype)  # (B, n): one level, or one per frame
             if self._pending is not None:
                 out = folded_call(self, x, tt, acts, pos, state["past"])
-                state["past"] = self._context()[1]  # the same base: the window mask hides the oldest
+                state.update(past=self._context()[1], stale=False)  # same base: the window hides the oldest
                 return out
+            if state["stale"]:
+                state.update(past=self._context()[1], stale=False)
             if hist is None:
                 return self.dit(x, tt, acts, positions=pos, past=state["past"], window=self.window, prev=prev,
                                 prev_t=prev_t)

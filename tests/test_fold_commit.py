@@ -64,10 +64,11 @@ def rollout(net: WorldNet, memory: str = "window", frames: int = 12, per_step: i
     return torch.cat(out, 1), world
 
 
-@pytest.mark.parametrize("per_step,steps,observe_at", [(1, 1, -1), (1, 2, -1), (2, 2, -1), (1, 2, 5)])
-def test_folded_commit_gives_the_rollout_of_separate_commits(per_step, steps, observe_at):
+@pytest.mark.parametrize("per_step,steps,observe_at,cfg", [(1, 1, -1, 1.0), (1, 2, -1, 1.0), (2, 2, -1, 1.0),
+                                                            (1, 2, 5, 1.0), (1, 2, -1, 2.0)])
+def test_folded_commit_gives_the_rollout_of_separate_commits(per_step, steps, observe_at, cfg):
     net = conv_net()
-    sampler = SamplerConfig(steps=steps)
+    sampler = SamplerConfig(steps=steps, cfg_scale=cfg)  # with CFG both velocity fns see the folded frame
     ref, _ = rollout(net, per_step=per_step, observe_at=observe_at, sampler=sampler)
     folded, world = rollout(net, per_step=per_step, observe_at=observe_at, sampler=sampler, fold_commit=True)
     assert world._pending is not None  # the last frame's cache pass really was deferred
