@@ -37,12 +37,11 @@ def starts_from(data: str, n: int, span: int) -> list[tuple[Path, int]]:
     eps = [(p, t) for p, t in eps if t >= span]
     if not eps:
         raise SystemExit(f"seams: no episode of {data} has {span} frames")
+    per = -(-n // len(eps))  # starts per episode, evenly spaced over it
     out = []
     for i in range(n):
         p, t = eps[i % len(eps)]
-        k = i // len(eps)  # the k-th start in this episode, evenly spaced
-        per = -(-n // len(eps))
-        out.append((p, (t - span) * k // max(per - 1, 1) if per > 1 else 0))
+        out.append((p, (t - span) * (i // len(eps)) // (per - 1) if per > 1 else 0))
     return out
 
 
@@ -69,8 +68,10 @@ def step_change(frames: np.ndarray, chunk: int) -> tuple[list[float], float]:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10.0 * np.log10(255.0**2 / max(mse, 1e-10))
+    """PSNR (dB) of all frames together (one MSE over the whole batch)."""
+    from infworld.eval.video import psnr_from_mse
+
+    return float(psnr_from_mse(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
 
 def figure(report: dict, path: Path) -> None:

@@ -18,8 +18,8 @@ A diffusion-forcing model is trained with an independent noise level per frame
 The price is one chunk of action lookahead: to finish chunk k the engine must already know chunk
 k + 1's actions. That suits offline rollouts and the benchmark (``free_rollout`` passes them), not
 live play, where the next key is not yet pressed. The per-frame update is the stochastic sampler's
-(samplers.sample_stochastic): eta = 0 is Euler, so the ``euler`` and ``stochastic`` samplers work;
-``heun`` (two evaluations per step) does not.
+(samplers.stochastic_step) or Euler's, each with one level per frame, so the ``euler`` and
+``stochastic`` samplers work; ``heun`` (two evaluations per step) does not.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from infworld.diffusion.samplers import guided, timesteps
+from infworld.diffusion.samplers import SamplerConfig, guided, stochastic_step, timesteps
 from infworld.errors import ConfigError, DataError
 from infworld.models.action import null_like
 
@@ -56,16 +56,14 @@ def check_sliding(seam: str, sampler_name: str, steps: int, fold_commit: bool) -
                           "chunk's actions, which play does not have)")
 
 
-def _update(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, eta: float,
+def _update(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, sampler: SamplerConfig,
             generator: torch.Generator) -> torch.Tensor:
-    """One sampler step per frame: x (B, F, C, h, w), v its velocity, t / t_next (F,) levels."""
+    """One sampler step per frame: x (B, F, C, h, w), v its velocity, t / t_next (F,) levels; the
+    samplers' own step (samplers.py) with the levels broadcast per frame."""
     t, t_next = t.view(1, -1, 1, 1, 1).to(x.dtype), t_next.view(1, -1, 1, 1, 1).to(x.dtype)
-    x0 = x - t * v  # clean estimate
-    eps = x + (1 - t) * v  # noise estimate
-    if eta == 0.0:
-        return (1 - t_next) * x0 + t_next * eps  # = x + (t_next - t) v: Euler
-    z = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-    return (1 - t_next) * x0 + t_next * ((1 - eta**2) ** 0.5 * eps + eta * z)
+    if sampler.name == "stochastic":
+        return stochastic_step(x, v, t, t_next, sampler.eta, generator)
+    return x + (t_next - t) * v  # Euler, as samplers.sample_euler
 
 
 def _denoise(world: WorldModel, x: torch.Tensor, acts: dict[str, torch.Tensor],
@@ -73,13 +71,12 @@ def _denoise(world: WorldModel, x: torch.Tensor, acts: dict[str, torch.Tensor],
     """Run ``x`` (B, F, ...) through the per-frame level schedule ``levels`` [(F,) per step, first =
     x's levels], attending to the engine's context; returns x at ``levels[-1]``."""
     s = world.config.sampler
-    eta = s.eta if s.name == "stochastic" else 0.0
     n = x.shape[1]
     cond = world._velocity(acts, n)
     uncond = world._velocity(null_like(acts), n) if s.cfg_scale != 1.0 else None
     fn = guided(cond, uncond, s.cfg_scale)
     for t, t_next in zip(levels[:-1], levels[1:], strict=True):
-        x = _update(x, fn(x, t), t, t_next, eta, world.generator)
+        x = _update(x, fn(x, t), t, t_next, s, world.generator)
     return x
 
 

@@ -323,22 +323,19 @@ class WorldModel:
     def _velocity(self, acts: dict[str, torch.Tensor], n: int):
         """velocity_fn(x, t) for the next chunk, attending to the context (cached or recomputed); the
         first call also caches a pending commit's frames (fold_commit), later calls see them cached."""
-        if self._pending is not None:
-            self.cache.evict(self.window - 1)  # what the separate commit pass would have left
         base, past = self._context()
         pos = torch.arange(self.index, self.index + n, device=self.device).float() - base  # (n,)
         hist = self._history
 
         prev, prev_t = self._prev, self._prev_level()
-        # a fold in another fn (cond / uncond of CFG) also adds the pending frames: re-read the context
+        # once a call (of this fn, or of the other one under CFG) folds the pending frames into the
+        # cache, the context is read again; the base stays: the window mask hides the oldest frame
         state = {"past": past, "stale": self._pending is not None}
 
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             tt = t.reshape(1, -1).expand(self.batch, n).to(x.dtype)  # (B, n): one level, or one per frame
             if self._pending is not None:
-                out = folded_call(self, x, tt, acts, pos, state["past"])
-                state.update(past=self._context()[1], stale=False)  # same base: the window hides the oldest
-                return out
+                return folded_call(self, x, tt, acts, pos, state["past"])
             if state["stale"]:
                 state.update(past=self._context()[1], stale=False)
             if hist is None:

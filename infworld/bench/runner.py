@@ -170,7 +170,7 @@ def run_bench(model: str, suite: str | None, memories: list[str], out_dir: str |
         raise DataError(f"no trajectory of suite {the_suite.name} is longer than the context ({k} frames)")
     worlds = {m: WorldModel.from_pretrained(str(model_dir), memory=m, memory_cfg=memory_cfg.get(m),
                                             steps=steps, chunk=chunk, seed=seed, memory_every=memory_every,
-                                            fold_commit=fold_commit or None)
+                                            fold_commit=fold_commit)
               for m in memories}  # every variant is checked before anything runs
     _check_worlds(worlds, the_suite)
     first = worlds[memories[0]]

@@ -81,13 +81,18 @@ def sample_stochastic(velocity_fn: VelocityFn, x: torch.Tensor, ts: torch.Tensor
     ``eta`` of fresh noise, x' = (1 - t') x_0 + t' (sqrt(1 - eta^2) eps + eta z) (a DDIM-style
     ancestral step for rectified flow, Song et al. 2021 eq. 12 in flow form). ``eta = 0`` is Euler."""
     for i in range(len(ts) - 1):
-        t, t_next = ts[i], ts[i + 1]
-        v = velocity_fn(x, t)
-        x0 = x - t * v  # clean estimate
-        eps = x + (1 - t) * v  # noise estimate
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = (1 - t_next) * x0 + t_next * ((1 - eta**2) ** 0.5 * eps + eta * z)
+        x = stochastic_step(x, velocity_fn(x, ts[i]), ts[i], ts[i + 1], eta, generator)
     return x
+
+
+def stochastic_step(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, eta: float,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """One step of :func:`sample_stochastic` from level ``t`` to ``t_next`` given the velocity ``v``;
+    the levels are scalars or broadcast against x (per-frame levels, infworld/sliding.py)."""
+    x0 = x - t * v  # clean estimate
+    eps = x + (1 - t) * v  # noise estimate
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (1 - t_next) * x0 + t_next * ((1 - eta**2) ** 0.5 * eps + eta * z)
 
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {

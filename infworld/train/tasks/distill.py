@@ -83,12 +83,9 @@ class DistillConfig:
         if self.teacher_steps < self.steps or self.teacher_steps % self.steps:
             raise ConfigError(f"model.teacher_steps: {self.teacher_steps} must be a multiple of model.steps "
                               f"({self.steps}), so the teacher's ODE passes through the student's grid")
-        for name in ("context", "chunks", "generator_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name}: expected >= 1, got {getattr(self, name)}")
-        if self.history < 0 or self.chunk < 0:
-            raise ConfigError(f"model.history / model.chunk: expected >= 0, got {self.history} / "
-                              f"{self.chunk}")
+        for name, lo in (("context", 1), ("chunks", 1), ("generator_every", 1), ("history", 0), ("chunk", 0)):
+            if getattr(self, name) < lo:
+                raise ConfigError(f"model.{name}: expected >= {lo}, got {getattr(self, name)}")
         if not 0.0 < self.t_min < self.t_max < 1.0:
             raise ConfigError(f"model.t_min/t_max: expected 0 < t_min < t_max < 1, got {self.t_min}, "
                               f"{self.t_max}")
