@@ -4,7 +4,8 @@ same state. See infworld/bench/action_response.py for the figures.
 
     python benchmarks/action_response.py --model doom-tiny-world --starts 12 --frames 24 \
         --out benchmarks/results/action_response.json --sheet docs/img/action_response.png \
-        [--cfg-scale 1,2] [--context-noise 0.0] [--steps 1,2,4] [--threads 1] [--cache-dir data/bench-cache]
+        [--cfg-scale 1,2] [--context-noise 0.0] [--steps 1,2,4] [--chunk 1] [--threads 1] \
+        [--cache-dir data/bench-cache]
 
 ``--cfg-scale``, ``--context-noise`` and ``--steps`` take comma-separated lists: one result block per
 combination (passed to ``WorldModel.from_pretrained`` only when given). The real rollouts are cached in
@@ -41,15 +42,15 @@ def run(args: argparse.Namespace) -> int:
     cfgs = ar.parse_sweep(args.cfg_scale, "--cfg-scale")
     noises = ar.parse_sweep(args.context_noise, "--context-noise")
     step_counts = [None if s is None else int(s) for s in ar.parse_sweep(args.steps, "--steps", minimum=1)]
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads < 1 or (args.chunk is not None and args.chunk < 1):
+        raise ConfigError(f"--threads and --chunk must be >= 1, got {args.threads} and {args.chunk}")
     real_cfg = RealConfig(starts=args.starts, frames=args.frames, context=args.context, seed=args.seed,
                           warmup=(args.warmup_min, args.warmup_max))
     real_cfg.validate()
     torch.set_num_threads(args.threads)
     combos = list(itertools.product(cfgs, noises, step_counts))
     # load every model variant first, so a bad name or setting fails before the slow parts
-    factories = [ar.pretrained_factory(args.model, cfg_scale=c, context_noise=n, steps=s)
+    factories = [ar.pretrained_factory(args.model, cfg_scale=c, context_noise=n, steps=s, chunk=args.chunk)
                  for c, n, s in combos]
     idm = None
     if args.idm.lower() != "none":
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cfg-scale", default=None, help="classifier-free guidance scale(s), e.g. 1,2")
     ap.add_argument("--context-noise", default=None, help="rollout context noise level(s), e.g. 0,0.1")
     ap.add_argument("--steps", default=None, help="sampler step count(s), e.g. 1,2,4 (a distilled student)")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="frames per engine step (default: the model's; play steps 1 frame at a time)")
     ap.add_argument("--idm", default="doom-idm", help="inverse dynamics model name or folder, or 'none'")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--cache-dir", default="data/bench-cache", help="cache of the real rollouts")
