@@ -158,3 +158,27 @@ def test_training_memory_positions_match_streaming(data_root):
     acts = {k: torch.zeros(2, 12, dtype=torch.long) for k in ("move", "view", "interact")}
     ctx, _ = training_context(memory, None, x0, acts, None, history=6, ref_index=8)
     assert ctx.num_frames == 6 and torch.equal(ctx.positions, torch.arange(-6.0, 0.0))
+
+
+def test_validation_can_draw_revisit_clips_only(tmp_path):
+    """``data.val_revisit_dense``: the val split keeps only clips that come back to a place the clip saw
+    (so per-strategy validation losses measure memory), while training clips stay unfiltered."""
+    from infworld.data.dataset import ClipDataset
+    from infworld.data.episode import episode_path, read_episode, write_episode
+
+    root = make_dataset(tmp_path / "ds", episodes=3, length=30)
+    # the val episode walks straight away for 20 frames (no revisit), then walks back over its path
+    ep = read_episode(episode_path(root, 2))
+    x = np.r_[np.arange(20) * 100.0, (19 - np.arange(1, 11)) * 100.0].astype(np.float32)
+    ep.pose = np.stack([x, np.zeros(30), np.zeros(30), np.zeros(30), np.zeros(30)], 1).astype(np.float32)
+    write_episode(episode_path(root, 2), ep)
+
+    task = task_for(root, "data.val_revisit_dense=true", "model.latent_cache_mb=0")
+    data = task.recipe.data
+    dense = ClipDataset(root, data.clip_len, "val", data.val_episodes, revisit_dense=True)
+    every = ClipDataset(root, data.clip_len, "val", data.val_episodes)
+    assert 0 < dense.num_clips < every.num_clips  # the filter does something on this data
+    batch = next(task.batches("val", 8, seed=0, rank=0, world_size=1))
+    for ep_id, start in zip(batch["episode"].tolist(), batch["start"].tolist(), strict=True):
+        assert start in dense._starts[ep_id].tolist()
+    assert next(task.batches("train", 8, seed=0, rank=0, world_size=1))["frames"].shape[1] == data.clip_len

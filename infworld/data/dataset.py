@@ -34,6 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from infworld.data.action_schema import UNCERTAIN
 from infworld.data.episode import DatasetMeta, Episode, list_episodes, read_episode, read_meta
+from infworld.data.events import find_event_starts
 from infworld.data.revisits import default_revisit_dist, find_revisits
 from infworld.data.stats import episode_length, load_arrays
 from infworld.errors import ConfigError, DataError
@@ -56,6 +57,8 @@ class ClipDataConfig:
     cache_episodes: int = 4
     worker_block: int = 1
     load_depth: bool = False
+    event_share: float = 0.0  # share of clips drawn from those ending in an event (data/events.py)
+    event_extra: str = ""  # the recorded per-frame extra whose change marks an event
 
 
 def combine_actions(ids: np.ndarray, stride: int, uncertain: int | None = UNCERTAIN) -> np.ndarray:
@@ -151,6 +154,8 @@ class ClipDataset(IterableDataset):
         revisit_tail: int | None = None,
         worker_block: int = 1,
         load_depth: bool = False,
+        event_share: float = 0.0,
+        event_extra: str = "",
     ):
         super().__init__()
         if split not in SPLITS:
@@ -170,6 +175,13 @@ class ClipDataset(IterableDataset):
         self.start_sample, self.worker_block = start_sample, worker_block
         self.cache_episodes, self.load_depth = cache_episodes, load_depth
         self.revisit_dense = revisit_dense
+        if not 0.0 <= event_share <= 1.0:
+            raise ConfigError(f"event_share must be in [0, 1], got {event_share!r}")
+        if event_share > 0 and (not event_extra or stride != 1 or revisit_dense):
+            raise ConfigError("event_share > 0 needs event_extra (the recorded extra that marks an event, "
+                              f"e.g. 'inventory'), stride 1 and no revisit_dense; got event_extra="
+                              f"{event_extra!r}, stride {stride}, revisit_dense {revisit_dense}")
+        self.event_share = float(event_share)
         if load_depth and not self.meta.has_depth:
             raise DataError("load_depth needs a dataset with depth (meta.has_depth is false)",
                             path=str(self.root / "meta.json"), field="has_depth")
@@ -213,6 +225,16 @@ class ClipDataset(IterableDataset):
             counts = [lengths[i] - self.span + 1 for i in usable]
         self._cum = np.cumsum(counts)  # (E,) cumulative clip counts for uniform sampling over clips
         self.num_clips = int(self._cum[-1])
+        if self.event_share > 0:
+            self._event_starts = find_event_starts(self._paths, self.episodes, lengths, clip_len,
+                                                   max(1, clip_len // 4), event_extra)
+            if not self._event_starts:
+                raise DataError(f"event_share {event_share}: no clip of split {split!r} ends in an event "
+                                f"(an interaction after which extra {event_extra!r} changed)",
+                                path=str(self.root))
+            self._event_episodes = sorted(self._event_starts)
+            self._event_cum = np.cumsum([len(self._event_starts[e]) for e in self._event_episodes])
+            self.num_event_clips = int(self._event_cum[-1])
         self._cache: OrderedDict[int, Episode] = OrderedDict()
 
     @classmethod
@@ -221,7 +243,8 @@ class ClipDataset(IterableDataset):
         return cls(root, cfg.clip_len, split, cfg.val_episodes, seed, rank, world_size, start_sample,
                    cfg.revisit_dense, cfg.min_revisit_gap, cfg.stride, cfg.cache_episodes,
                    revisit_dist=cfg.revisit_dist, revisit_angle_deg=cfg.revisit_angle_deg,
-                   revisit_tail=cfg.revisit_tail, worker_block=cfg.worker_block, load_depth=cfg.load_depth)
+                   revisit_tail=cfg.revisit_tail, worker_block=cfg.worker_block, load_depth=cfg.load_depth,
+                   event_share=cfg.event_share, event_extra=cfg.event_extra)
 
     def _find_revisit_starts(self, usable: list[int], lengths: dict[int, int]) -> None:
         """Fill ``self._starts`` with clip starts whose last ``revisit_tail`` clip frames revisit a pose
@@ -277,6 +300,12 @@ class ClipDataset(IterableDataset):
     def locate(self, i: int) -> tuple[int, int]:
         """(episode index, start frame) of sample ``i`` of this rank; depends only on (seed, rank, i)."""
         rng = np.random.default_rng([self.seed, self.rank, int(i)])
+        if self.event_share > 0 and rng.random() < self.event_share:  # an event clip (data/events.py)
+            u = int(rng.integers(self.num_event_clips))
+            pos = int(np.searchsorted(self._event_cum, u, side="right"))
+            episode = self._event_episodes[pos]
+            offset = u - (int(self._event_cum[pos - 1]) if pos else 0)
+            return episode, int(self._event_starts[episode][offset])
         u = int(rng.integers(self.num_clips))
         pos = int(np.searchsorted(self._cum, u, side="right"))
         offset = u - (int(self._cum[pos - 1]) if pos else 0)

@@ -46,12 +46,22 @@ class DataConfig:
     clip_len: int = 16  # frames per training clip (1 for the tokenizer)
     val_episodes: int = 1  # the last N episodes form the held-out ``val`` split
     revisit_dense: bool = False  # sample only clips that come back to places seen (final finetune)
+    # validate on revisit clips only: the per-strategy validation losses then show what memory is
+    # worth (on random clips the history rarely matters, so every strategy scores alike)
+    val_revisit_dense: bool = False
+    # oversample interactions with a recorded effect (infworld/data/events.py): this share of the
+    # training clips ends in one; event_extra names the per-frame extra whose change marks it
+    event_share: float = 0.0
+    event_extra: str = ""
     workers: int = 0  # DataLoader worker processes per rank
 
     def __post_init__(self) -> None:
         _check(self.clip_len >= 1, "data.clip_len", self.clip_len, "an int >= 1")
         _check(self.val_episodes >= 0, "data.val_episodes", self.val_episodes, "an int >= 0")
         _check(self.workers >= 0, "data.workers", self.workers, "an int >= 0")
+        _check(0.0 <= self.event_share <= 1.0, "data.event_share", self.event_share, "a float in [0, 1]")
+        _check(self.event_share == 0 or bool(self.event_extra), "data.event_extra", self.event_extra,
+               "the name of a recorded per-frame extra (e.g. 'inventory') when data.event_share > 0")
 
 
 @dataclass

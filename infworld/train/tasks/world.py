@@ -167,8 +167,9 @@ class WorldTask:
             raise ConfigError(f"data.clip_len: {data.clip_len} video frames; video mode ({r} frames per "
                               f"latent frame) needs 1 + {r} k frames, k >= 1 (e.g. {1 + 4 * r} -> 5 latent "
                               "frames)")
-        if data.revisit_dense:
-            raise ConfigError("data.revisit_dense: not supported in video mode (latent clips) yet")
+        for key in ("revisit_dense", "val_revisit_dense", "event_share"):
+            if getattr(data, key):
+                raise ConfigError(f"data.{key}: not supported in video mode (latent clips) yet")
         return 1 + (data.clip_len - 1) // r
 
     def _resolve_dit(self, config: WorldConfig, clip_len: int) -> DiTConfig | WanConfig:
@@ -244,7 +245,10 @@ class WorldTask:
             yield from torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=data.workers)
             return
         ds = ClipDataset(data.root, data.clip_len, split, data.val_episodes, seed, rank, world_size,
-                         start_sample, revisit_dense=data.revisit_dense and split == "train",
+                         start_sample,
+                         revisit_dense=data.revisit_dense if split == "train" else data.val_revisit_dense,
+                         event_share=data.event_share if split == "train" else 0.0,
+                         event_extra=data.event_extra,
                          worker_block=batch_size)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=data.workers)
         yield from loader
