@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from infworld.diffusion.samplers import SamplerConfig, guided, stochastic_step, timesteps
+from infworld.diffusion.samplers import SamplerConfig, euler_step, guided, stochastic_step, timesteps
 from infworld.errors import ConfigError, DataError
 from infworld.models.action import null_like
 
@@ -63,7 +63,7 @@ def _update(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Ten
     t, t_next = t.view(1, -1, 1, 1, 1).to(x.dtype), t_next.view(1, -1, 1, 1, 1).to(x.dtype)
     if sampler.name == "stochastic":
         return stochastic_step(x, v, t, t_next, sampler.eta, generator)
-    return x + (t_next - t) * v  # Euler, as samplers.sample_euler
+    return euler_step(x, v, t, t_next)
 
 
 def _denoise(world: WorldModel, x: torch.Tensor, acts: dict[str, torch.Tensor],

@@ -34,7 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from infworld.data.action_schema import UNCERTAIN
 from infworld.data.episode import DatasetMeta, Episode, list_episodes, read_episode, read_meta
-from infworld.data.events import find_event_starts
+from infworld.data.events import covered, find_event_starts
 from infworld.data.revisits import default_revisit_dist, find_revisits
 from infworld.data.stats import episode_length, load_arrays
 from infworld.errors import ConfigError, DataError
@@ -277,11 +277,7 @@ class ClipDataset(IterableDataset):
                 # A clip at j holds (k, src[k]) iff k in [j + L - tail, j + L - 1] and src[k] >= j.
                 lo = np.maximum(k - L + 1, 0)
                 hi = np.minimum.reduce([k - L + self.revisit_tail, src[k], np.full_like(k, n - L)])
-                keep = lo <= hi
-                diff = np.zeros(n - L + 2, dtype=np.int64)
-                np.add.at(diff, lo[keep], 1)
-                np.add.at(diff, hi[keep] + 1, -1)
-                j = np.nonzero(np.cumsum(diff)[: n - L + 1] > 0)[0]
+                j = covered(lo, hi, n - L + 1)
                 starts.append(phase + s * j)
             if starts and sum(len(x) for x in starts):
                 self._starts[e] = np.sort(np.concatenate(starts))

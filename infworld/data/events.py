@@ -42,11 +42,17 @@ def event_starts(t_events: np.ndarray, length: int, clip_len: int, tail: int) ->
         return np.zeros(0, np.int64)
     lo = np.maximum(t_events + 2 - clip_len, 0)  # (E,)
     hi = np.minimum(t_events + 1 - clip_len + tail, length - clip_len)  # (E,)
+    return covered(lo, hi, length - clip_len + 1)
+
+
+def covered(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+    """The sorted integers of 0..n-1 inside at least one range [lo[i], hi[i]] (empty where lo > hi):
+    the clip starts that hold an event or a revisit, from one range of starts per occurrence."""
     keep = lo <= hi
-    diff = np.zeros(length - clip_len + 2, np.int64)
+    diff = np.zeros(n + 1, np.int64)
     np.add.at(diff, lo[keep], 1)
     np.add.at(diff, hi[keep] + 1, -1)
-    return np.nonzero(np.cumsum(diff)[: length - clip_len + 1] > 0)[0]
+    return np.nonzero(np.cumsum(diff)[:n] > 0)[0]
 
 
 def find_event_starts(paths: list[Path], episodes: list[int], lengths: dict[int, int], clip_len: int,

@@ -56,8 +56,14 @@ def sample_euler(velocity_fn: VelocityFn, x: torch.Tensor, ts: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Euler's method on dx/dt = v(x, t) (first order; exact on straight rectified-flow paths)."""
     for i in range(len(ts) - 1):
-        x = x + (ts[i + 1] - ts[i]) * velocity_fn(x, ts[i])
+        x = euler_step(x, velocity_fn(x, ts[i]), ts[i], ts[i + 1])
     return x
+
+
+def euler_step(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+    """One step of :func:`sample_euler` from level ``t`` to ``t_next`` given the velocity ``v``; the
+    levels are scalars or broadcast against x (per-frame levels, infworld/sliding.py)."""
+    return x + (t_next - t) * v
 
 
 def sample_heun(velocity_fn: VelocityFn, x: torch.Tensor, ts: torch.Tensor,
