@@ -155,6 +155,39 @@ def test_shift_kernel_moves_the_previous_frame_by_the_selected_tap():
         LatentConvConfig(width=4, groups=2, shift_kernel=4).check()
 
 
+def test_raw_prev_starts_as_the_model_without_it_and_then_sees_the_unshifted_frame(monkeypatch):
+    """``raw_prev`` adds the previous frame as it was: zero-initialised, so a model trained without
+    it loads (finetune) and computes the same; once trained, the unshifted frame reaches the stem
+    even where the kernel moved the shifted copy away."""
+    import infworld.models.loading as loading
+    from infworld.models.latent_conv import LatentConv
+    from infworld.train.finetune import load_matching
+
+    def conv(raw_prev: bool) -> nn.Module:
+        holder = nn.Module()  # export-like: the conv path under the name ``conv``
+        holder.conv = LatentConv(LatentConvConfig(width=4, groups=2, shift_kernel=3, raw_prev=raw_prev),
+                                 channels=2, patch=2, dim=8)
+        return holder
+
+    torch.manual_seed(0)
+    base, raw = conv(False), conv(True)
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: (base, None))
+    report = load_matching(raw, "base")
+    assert report["new"] == ["conv.stem_raw.weight", "conv.stem_raw.bias"]
+    x, prev = torch.randn(1, 2, 2, 6, 6), torch.randn(1, 2, 2, 6, 6)
+    prev_t, cond, act = torch.zeros(1, 2), torch.randn(1, 2, 8), torch.randn(1, 2, 8)
+    with torch.no_grad():
+        assert torch.allclose(base.conv.stem(x, prev, prev_t, cond, act), raw.conv.stem(x, prev, prev_t, cond, act))
+        raw.conv.stem_raw.weight.normal_(0.0, 0.5)
+        raw.conv.shift.bias.zero_()
+        raw.conv.shift.bias[8] = 50.0  # the shifted copy reads the bottom-right neighbour
+        other = prev.clone()
+        other[..., 0, 0] += 5.0  # the top-left corner: the shifted copy no longer contains it
+        assert torch.allclose(raw.conv.shifted(prev, act), raw.conv.shifted(other, act), atol=1e-4)
+        gap = raw.conv.stem(x, prev, prev_t, cond, act) - raw.conv.stem(x, other, prev_t, cond, act)
+    assert float(gap.abs().max()) > 0.1  # ... but the unshifted one still brings it to the stem
+
+
 def test_action_adaln_makes_actions_matter_at_init():
     """With adaLN-zero everything starts at zero; after one shared perturbation the action pathway is
     the only difference between two action sequences."""

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from infworld.bench.crafter_suite import CrafterSuite
+from infworld.data.action_schema import MOVE_NONE, UNCERTAIN
 from infworld.streaming import free_rollout
 
 PROTOCOLS = ("effects", "moves", "recall", "look")
@@ -135,13 +136,22 @@ def run_moves(world: Any, probe: Any, suite: CrafterSuite, starts: int = 4, fram
     gen = free_rollout(world, np.stack(ctxs), _stack(acts))  # (B, frames, H, W, 3)
     cells = probe.predict(gen.reshape(-1, *gen.shape[2:]))["cells"]  # (B * frames, rows, cols)
     cells = cells.reshape(*gen.shape[:2], *cells.shape[1:])
+    # still transitions split by why: a move key pressed into an obstacle (the game does not
+    # scroll) or no move key at all (noop, do, place, make); a model whose scroll follows the key
+    # alone, not the scene, fails the first kind only
+    still: dict[str, list[bool]] = defaultdict(list)
     for b in range(len(gen)):
         for t in range(1, gen.shape[1]):
             real = _real_scroll(poses[b][t], poses[b][t + 1])
-            hits[real].append(read_scroll(cells[b, t - 1], cells[b, t]) == real)
+            hit = read_scroll(cells[b, t - 1], cells[b, t]) == real
+            hits[real].append(hit)
+            if real == "none":  # transition s + t is action c - 1 + t of the slice
+                pressed = int(acts[b]["move"][0, c - 1 + t]) not in (MOVE_NONE, UNCERTAIN)
+                still["blocked" if pressed else "no_move"].append(hit)
     moving = [x for k, v in hits.items() if k != "none" for x in v]
     return {"accuracy_moving": float(np.mean(moving)) if moving else float("nan"),
             "accuracy_still": float(np.mean(hits["none"])) if hits["none"] else float("nan"),
+            "still_by_cause": {k: {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(still.items())},
             "by_direction": {k: {"n": len(v), "accuracy": float(np.mean(v))}
                              for k, v in sorted(hits.items())}}
 

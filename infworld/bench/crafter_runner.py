@@ -125,7 +125,9 @@ def report_markdown(results: dict[str, Any]) -> str:
     if "moves" in first:
         m = first["moves"]
         lines += [f"Move following (probe-read scroll = real): moving {_f(m['accuracy_moving'])}, "
-                  f"standing still {_f(m['accuracy_still'])}.", ""]
+                  f"standing still {_f(m['accuracy_still'])}"
+                  + "".join(f"; still because {k.replace('_', ' ')} {_f(v['accuracy'])} (n={v['n']})"
+                            for k, v in m.get("still_by_cause", {}).items()) + ".", ""]
     if "look" in first:
         lk = first["look"]
         lines += [f"Look over {lk['frames']} frames (cells read with confidence >= {lk['threshold']}): "

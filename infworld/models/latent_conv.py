@@ -31,6 +31,13 @@ This is the discrete, action-indexed cousin of flow-warping the previous frame i
 (e.g. Finn et al. 2016, "Unsupervised Learning for Physical Interaction through Video Prediction",
 whose CDNA predicts per-step convolution kernels); nothing in it is specific to one environment.
 
+**The unshifted previous frame too** (``raw_prev``): the kernel depends on the action alone, so
+where the same key sometimes moves the picture and sometimes does not, the shifted copy is wrong
+for part of the frame or part of the time: a Crafter move into a table does not scroll, and
+Crafter's inventory bar and player sprite never scroll. With ``raw_prev`` the stem also sees the
+previous frame as it was (through its own zero-initialised conv, so a model trained without it
+starts unchanged), and the network can choose per place and per scene between the two copies.
+
 ``prev[f]`` is frame f - 1 of the same call as the network sees it (noisy at its own level during
 diffusion-forcing training and inside a chunk; clean in the cache), and for the first frame the
 caller's ``prev`` (the last cached frame when streaming) or "absent" (zeros at level 1).
@@ -57,6 +64,7 @@ class LatentConvConfig:
     blocks_out: int = 1
     groups: int = 8
     shift_kernel: int = 0  # K: action-predicted K x K shift kernel on the previous frame (0 = off, odd)
+    raw_prev: bool = False  # the stem also sees the previous frame unshifted (a zero-init 3x3 conv)
 
     @property
     def enabled(self) -> bool:
@@ -104,6 +112,12 @@ class LatentConv(nn.Module):
         self.cfg, self.patch = cfg, patch
         w = cfg.width
         self.stem_in = nn.Conv2d(2 * channels + 1, w, 3, padding=1)
+        # a separate, zero-initialised conv rather than more stem_in channels, so that a model
+        # trained without it loads unchanged (train/finetune.py: new modules keep their init)
+        self.stem_raw = nn.Conv2d(channels, w, 3, padding=1) if cfg.raw_prev and cfg.shift_kernel else None
+        if self.stem_raw is not None:
+            nn.init.zeros_(self.stem_raw.weight)
+            nn.init.zeros_(self.stem_raw.bias)
         self.action_bias = nn.Linear(dim, w)
         self.blocks_in = nn.ModuleList(ResBlock(w, dim, cfg.groups) for _ in range(cfg.blocks_in))
         self.to_tokens = nn.Linear(w * patch * patch, dim)  # stem features -> token update
@@ -154,11 +168,14 @@ class LatentConv(nn.Module):
              action: torch.Tensor) -> torch.Tensor:
         """x, prev: (B, F, C, h, w); prev_t: (B, F); cond, action: (B, F, D) -> features (B*F, W, h, w)."""
         b, f, c, h, w = x.shape
+        raw = prev
         if self.shift is not None:
             prev = self.shifted(prev, action)
         level = prev_t.reshape(b * f, 1, 1, 1).expand(b * f, 1, h, w).to(x.dtype)
         inp = torch.cat([x.reshape(b * f, c, h, w), prev.reshape(b * f, c, h, w), level], dim=1)
         feat = self.stem_in(inp) + self.action_bias(action.reshape(b * f, -1))[:, :, None, None]
+        if self.stem_raw is not None:
+            feat = feat + self.stem_raw(raw.reshape(b * f, c, h, w))
         cond = cond.reshape(b * f, -1)
         for blk in self.blocks_in:
             feat = blk(feat, cond)
