@@ -177,7 +177,8 @@ def test_raw_prev_starts_as_the_model_without_it_and_then_sees_the_unshifted_fra
     x, prev = torch.randn(1, 2, 2, 6, 6), torch.randn(1, 2, 2, 6, 6)
     prev_t, cond, act = torch.zeros(1, 2), torch.randn(1, 2, 8), torch.randn(1, 2, 8)
     with torch.no_grad():
-        assert torch.allclose(base.conv.stem(x, prev, prev_t, cond, act), raw.conv.stem(x, prev, prev_t, cond, act))
+        before = base.conv.stem(x, prev, prev_t, cond, act)
+        assert torch.allclose(before, raw.conv.stem(x, prev, prev_t, cond, act))
         raw.conv.stem_raw.weight.normal_(0.0, 0.5)
         raw.conv.shift.bias.zero_()
         raw.conv.shift.bias[8] = 50.0  # the shifted copy reads the bottom-right neighbour

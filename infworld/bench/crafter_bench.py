@@ -151,7 +151,8 @@ def run_moves(world: Any, probe: Any, suite: CrafterSuite, starts: int = 4, fram
     moving = [x for k, v in hits.items() if k != "none" for x in v]
     return {"accuracy_moving": float(np.mean(moving)) if moving else float("nan"),
             "accuracy_still": float(np.mean(hits["none"])) if hits["none"] else float("nan"),
-            "still_by_cause": {k: {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(still.items())},
+            "still_by_cause": {k: {"n": len(v), "accuracy": float(np.mean(v))}
+                               for k, v in sorted(still.items())},
             "by_direction": {k: {"n": len(v), "accuracy": float(np.mean(v))}
                              for k, v in sorted(hits.items())}}
 
