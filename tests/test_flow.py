@@ -144,6 +144,40 @@ def test_forcing_loss_ignores_context_frames_and_drops_actions():
         ForcingConfig(prefix_prob=1.5).check()
 
 
+def test_forcing_region_weight_counts_errors_inside_the_region_more():
+    """An error only in the bottom quarter of the frame weighs region_weight times an error of the
+    same size elsewhere; the weight map has mean 1 (the loss keeps its scale) and bad regions are
+    rejected by name."""
+    x0 = torch.randn(4, 3, 2, 8, 8)
+    acts = {"move": torch.zeros(4, 3, dtype=torch.long)}
+
+    def error_at(rows: slice):
+        def fn(x_t, t, a):  # the exact velocity, plus a unit error on some rows
+            tt = t[..., None, None, None]
+            v = (x_t - (1 - tt) * x0) / tt.clamp(min=1e-6) - x0
+            v = v.clone()
+            v[..., rows, :] += 1.0
+            return v
+        return fn
+
+    plain = ForcingConfig(prefix_prob=0.0)
+    region = ForcingConfig(prefix_prob=0.0, region=(0.75, 1.0, 0.0, 1.0), region_weight=4.0)
+    loss = {}
+    for name, cfg in (("plain", plain), ("region", region)):
+        for where, rows in (("bottom", slice(6, 8)), ("top", slice(0, 2))):
+            g = torch.Generator().manual_seed(0)
+            loss[name, where] = float(forcing_loss(error_at(rows), x0, acts, FlowConfig(), cfg, g)[0])
+    assert loss["plain", "bottom"] == pytest.approx(loss["plain", "top"], rel=1e-3)
+    assert loss["region", "bottom"] == pytest.approx(4 * loss["region", "top"], rel=1e-3)
+    # mean-1 map: 2 of 8 rows at weight 4 -> bottom error 4 / 1.75 of the plain one, top 1 / 1.75
+    assert loss["region", "bottom"] == pytest.approx(loss["plain", "bottom"] * 4 / 1.75, rel=1e-3)
+    for bad in ((0.5, 0.2, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, 1.2, 0.0, 1.0)):
+        with pytest.raises(ConfigError, match="forcing.region"):
+            ForcingConfig(region=bad, region_weight=2.0).check()
+    with pytest.raises(ConfigError, match="region_weight"):
+        ForcingConfig(region_weight=0.0).check()
+
+
 def test_loss_goes_down_on_a_tiny_overfit():
     from infworld.models.action import ActionConfig, frame_actions
     from infworld.models.dit import DiT, DiTConfig
