@@ -182,3 +182,31 @@ def test_validation_can_draw_revisit_clips_only(tmp_path):
     for ep_id, start in zip(batch["episode"].tolist(), batch["start"].tolist(), strict=True):
         assert start in dense._starts[ep_id].tolist()
     assert next(task.batches("train", 8, seed=0, rank=0, world_size=1))["frames"].shape[1] == data.clip_len
+
+
+def test_train_only_trains_the_named_parameters_and_leaves_the_backbone_as_it_was(data_root):
+    """``model.train_only``: a memory pathway trained on a frozen backbone; after training steps the
+    frozen weights are bit-identical, the named ones moved, and a pattern that matches nothing is an
+    error naming it."""
+    task = task_for(data_root, "model.latent_cache_mb=0", "model.train_only=[dit.kind_embed.*]")
+    torch.manual_seed(0)
+    net = task.build_model().train()
+    with torch.no_grad():  # random weights everywhere (zero-inits included), so gradients reach the input
+        for p in net.dit.parameters():
+            p.normal_(0.0, 0.15)
+    trained = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert trained == ["dit.kind_embed.weight"]
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    batch = next(task.batches("train", 2, seed=0, rank=0, world_size=1))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        loss, _ = task.loss(net, batch, g, strategy="full")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for n, p in net.named_parameters():
+        moved = not torch.equal(p.detach(), before[n])
+        assert moved == (n == "dit.kind_embed.weight"), n
+    with pytest.raises(ConfigError, match="dit.kind_embeds"):
+        task_for(data_root, "model.train_only=[dit.kind_embeds]").build_model()

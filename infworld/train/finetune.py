@@ -4,14 +4,18 @@ Used by the world task's ``model.init_from`` (e.g. the memory-trained model star
 plain backbone). Parameters are matched by name; a tensor whose shape grew along its first axis
 (more frame kinds, a larger embedding table) gets the old rows copied in and keeps its fresh
 initialisation for the new rows; new modules (a pose embedding, a memory compressor) keep theirs.
+``model.train_only`` (:func:`train_only`) then freezes everything but the named parameters, e.g.
+a memory pathway trained on a frozen backbone (docs/memory.md, memory v5).
 """
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import torch
 from torch import nn
 
-from infworld.errors import CheckpointError
+from infworld.errors import CheckpointError, ConfigError
 
 
 def load_matching(model: nn.Module, source: str) -> dict[str, list[str]]:
@@ -41,3 +45,25 @@ def load_matching(model: nn.Module, source: str) -> dict[str, list[str]]:
     if not report["loaded"]:
         raise CheckpointError(f"model.init_from {source!r}: no parameter matches the model being trained")
     return report
+
+
+def train_only(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Freeze every parameter of ``model`` whose name matches none of the glob ``patterns``
+    (``fnmatch``, e.g. ``dit.kind_embed.*``); returns the names left trainable. Parameters already
+    frozen (the tokenizer) stay frozen. Raises when a pattern matches no trainable parameter (a typo
+    would otherwise freeze the whole model quietly)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for pat in patterns:
+        if not any(fnmatchcase(n, pat) for n in names):
+            sample = ", ".join(names[:6])
+            raise ConfigError(f"model.train_only: pattern {pat!r} matches no trainable parameter "
+                              f"(names look like: {sample}, ...)")
+    keep = []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if any(fnmatchcase(n, pat) for pat in patterns):
+            keep.append(n)
+        else:
+            p.requires_grad_(False)
+    return keep

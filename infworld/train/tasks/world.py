@@ -101,6 +101,7 @@ class WorldConfig:
     grad_checkpointing: bool = False
     latent_cache_mb: int = 1024  # float16 latents of seen training frames kept in RAM; 0 = off
     init_from: str = ""  # exported world model to finetune from (train/finetune.py)
+    train_only: list[str] = field(default_factory=list)  # glob patterns: the only parameters trained
     memory: MemoryTrainConfig = field(default_factory=MemoryTrainConfig)
 
 
@@ -229,6 +230,12 @@ class WorldTask:
             report = load_matching(net, self.config.init_from)
             print(f"init_from {self.config.init_from}: {len(report['loaded'])} tensors loaded, "
                   f"{len(report['partial'])} grown ({report['partial']}), {len(report['new'])} new")
+        if self.config.train_only:
+            from infworld.train.finetune import train_only
+
+            kept = train_only(net, self.config.train_only)
+            values = sum(p.numel() for p in net.parameters() if p.requires_grad)
+            print(f"train_only: {len(kept)} parameter tensors trained ({values:,} values), the rest frozen")
         return net
 
     def batches(self, split: str, batch_size: int, seed: int, rank: int, world_size: int,
