@@ -187,6 +187,8 @@ def test_raw_prev_starts_as_the_model_without_it_and_then_sees_the_unshifted_fra
         assert torch.allclose(raw.conv.shifted(prev, act), raw.conv.shifted(other, act), atol=1e-4)
         gap = raw.conv.stem(x, prev, prev_t, cond, act) - raw.conv.stem(x, other, prev_t, cond, act)
     assert float(gap.abs().max()) > 0.1  # ... but the unshifted one still brings it to the stem
+    with pytest.raises(ConfigError, match="raw_prev"):
+        LatentConvConfig(width=4, groups=2, raw_prev=True).check()
 
 
 def test_action_adaln_makes_actions_matter_at_init():

@@ -77,6 +77,9 @@ class LatentConvConfig:
         if self.shift_kernel < 0 or (self.shift_kernel and self.shift_kernel % 2 == 0):
             raise ConfigError(f"dit.conv.shift_kernel: expected 0 (off) or an odd size, got "
                               f"{self.shift_kernel}")
+        if self.raw_prev and not self.shift_kernel:
+            raise ConfigError("dit.conv.raw_prev: needs dit.conv.shift_kernel > 0 (without a shift the "
+                              "stem already sees the previous frame unshifted)")
         if self.width and (self.groups < 1 or self.width % self.groups):
             raise ConfigError(f"dit.conv.groups: {self.groups} must divide conv.width {self.width}")
 
@@ -114,7 +117,7 @@ class LatentConv(nn.Module):
         self.stem_in = nn.Conv2d(2 * channels + 1, w, 3, padding=1)
         # a separate, zero-initialised conv rather than more stem_in channels, so that a model
         # trained without it loads unchanged (train/finetune.py: new modules keep their init)
-        self.stem_raw = nn.Conv2d(channels, w, 3, padding=1) if cfg.raw_prev and cfg.shift_kernel else None
+        self.stem_raw = nn.Conv2d(channels, w, 3, padding=1) if cfg.raw_prev else None
         if self.stem_raw is not None:
             nn.init.zeros_(self.stem_raw.weight)
             nn.init.zeros_(self.stem_raw.bias)
