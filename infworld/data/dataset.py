@@ -126,6 +126,13 @@ def load_clip(root: str | os.PathLike, episode_index: int, start: int, length: i
     return make_clip(ep, start, length, stride, episode_index, load_depth)
 
 
+def _pick(cum: np.ndarray, episodes: list[int], rng: np.random.Generator) -> tuple[int, int]:
+    """A uniform clip of a pool whose episodes hold cumulative clip counts ``cum``: (episode, offset)."""
+    u = int(rng.integers(int(cum[-1])))
+    pos = int(np.searchsorted(cum, u, side="right"))
+    return episodes[pos], u - (int(cum[pos - 1]) if pos else 0)
+
+
 class ClipDataset(IterableDataset):
     """Endless random clips of ``clip_len`` frames from one split of a dataset (see module doc).
 
@@ -234,7 +241,6 @@ class ClipDataset(IterableDataset):
                                 path=str(self.root))
             self._event_episodes = sorted(self._event_starts)
             self._event_cum = np.cumsum([len(self._event_starts[e]) for e in self._event_episodes])
-            self.num_event_clips = int(self._event_cum[-1])
         self._cache: OrderedDict[int, Episode] = OrderedDict()
 
     @classmethod
@@ -297,15 +303,9 @@ class ClipDataset(IterableDataset):
         """(episode index, start frame) of sample ``i`` of this rank; depends only on (seed, rank, i)."""
         rng = np.random.default_rng([self.seed, self.rank, int(i)])
         if self.event_share > 0 and rng.random() < self.event_share:  # an event clip (data/events.py)
-            u = int(rng.integers(self.num_event_clips))
-            pos = int(np.searchsorted(self._event_cum, u, side="right"))
-            episode = self._event_episodes[pos]
-            offset = u - (int(self._event_cum[pos - 1]) if pos else 0)
+            episode, offset = _pick(self._event_cum, self._event_episodes, rng)
             return episode, int(self._event_starts[episode][offset])
-        u = int(rng.integers(self.num_clips))
-        pos = int(np.searchsorted(self._cum, u, side="right"))
-        offset = u - (int(self._cum[pos - 1]) if pos else 0)
-        episode = self.episodes[pos]
+        episode, offset = _pick(self._cum, self.episodes, rng)
         start = int(self._starts[episode][offset]) if self.revisit_dense else offset
         return episode, start
 

@@ -67,3 +67,19 @@ def train_only(model: nn.Module, patterns: list[str]) -> list[str]:
         else:
             p.requires_grad_(False)
     return keep
+
+
+def prepare(model: nn.Module, init_from: str, patterns: list[str]) -> list[str]:
+    """``model.init_from`` then ``model.train_only`` on a freshly built model (either may be empty);
+    returns one report line per step taken, for the run log."""
+    lines = []
+    if init_from:
+        report = load_matching(model, init_from)
+        lines.append(f"init_from {init_from}: {len(report['loaded'])} tensors loaded, "
+                     f"{len(report['partial'])} grown ({report['partial']}), {len(report['new'])} new")
+    if patterns:
+        kept = train_only(model, patterns)
+        values = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        lines.append(f"train_only: {len(kept)} parameter tensors trained ({values:,} values), "
+                     "the rest frozen")
+    return lines

@@ -224,18 +224,11 @@ class WorldTask:
         modules = build_modules(self.config.memory, self.window, (d.in_channels, *d.latent_size))
         backbone = build_backbone(d) if self.config.backbone == "wan" else DiT(d)
         net = WorldNet(backbone, tokenizer, self.frame_size, self.export_config(), modules)
-        if self.config.init_from:
-            from infworld.train.finetune import load_matching
+        if self.config.init_from or self.config.train_only:
+            from infworld.train.finetune import prepare
 
-            report = load_matching(net, self.config.init_from)
-            print(f"init_from {self.config.init_from}: {len(report['loaded'])} tensors loaded, "
-                  f"{len(report['partial'])} grown ({report['partial']}), {len(report['new'])} new")
-        if self.config.train_only:
-            from infworld.train.finetune import train_only
-
-            kept = train_only(net, self.config.train_only)
-            values = sum(p.numel() for p in net.parameters() if p.requires_grad)
-            print(f"train_only: {len(kept)} parameter tensors trained ({values:,} values), the rest frozen")
+            for line in prepare(net, self.config.init_from, self.config.train_only):
+                print(line)
         return net
 
     def batches(self, split: str, batch_size: int, seed: int, rank: int, world_size: int,
