@@ -107,12 +107,15 @@ def forcing_noise_levels(batch: int, frames: int, flow: FlowConfig, cfg: Forcing
 
 
 def forcing_loss(model_fn: ModelFn, x0: torch.Tensor, actions: Mapping[str, torch.Tensor],
-                 flow: FlowConfig, cfg: ForcingConfig, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+                 flow: FlowConfig, cfg: ForcingConfig, generator: torch.Generator | None = None,
+                 frame_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Diffusion-forcing flow-matching loss on clean latents ``x0`` (B, F, C, h, w).
 
     ``actions``: per-frame action fields (B, F) (see action.frame_actions). ``model_fn(x_t, t,
-    actions)`` returns the predicted velocity (B, F, C, h, w). Returns the scalar loss and metrics.
+    actions)`` returns the predicted velocity (B, F, C, h, w). ``frame_weight`` (B, F) >= 0, optional:
+    only the frames it weighs carry loss (e.g. the frames that return to a place only memory holds,
+    memory_train.py); the noise draw is the same with or without it. Returns the scalar loss and
+    metrics.
     """
     cfg.check()
     flow.check()
@@ -130,7 +133,13 @@ def forcing_loss(model_fn: ModelFn, x0: torch.Tensor, actions: Mapping[str, torc
         sq = sq * wmap  # (h, w) broadcast: the weighted region counts more
     err = sq.mean(dim=tuple(range(2, x0.dim())))  # (B, F)
     w = loss_mask.float()
-    loss = (err * w).sum() / w.sum().clamp(min=1.0)
+    if frame_weight is not None:
+        if tuple(frame_weight.shape) != (b, f):
+            raise ConfigError(f"forcing_loss: frame_weight must be (B, F) = {(b, f)}, "
+                              f"got {tuple(frame_weight.shape)}")
+        w = w * frame_weight.to(dev, w.dtype)
+    # a batch with no weighted frame gives loss 0 and no gradient, rather than NaN
+    loss = (err * w).sum() / w.sum().clamp(min=1e-6)
     with torch.no_grad():
         prefix_clip = (~loss_mask).any(dim=1)  # (B,)
         metrics = {

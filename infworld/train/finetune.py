@@ -10,6 +10,7 @@ a memory pathway trained on a frozen backbone (docs/memory.md, memory v5).
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 
 import torch
@@ -47,14 +48,43 @@ def load_matching(model: nn.Module, source: str) -> dict[str, list[str]]:
     return report
 
 
+_ROWS = re.compile(r"^(?P<name>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
+
+
+def _split_rows(pattern: str) -> tuple[str, slice | None]:
+    """``name[a:b]`` -> (``name``, rows a..b-1); a plain glob -> (glob, None)."""
+    m = _ROWS.match(pattern)
+    if m is None:
+        return pattern, None
+    start = int(m["start"]) if m["start"] else None
+    stop = int(m["stop"]) if m["stop"] else None
+    return m["name"], slice(start, stop)
+
+
+def _freeze_rows(name: str, p: nn.Parameter, rows: slice, pattern: str) -> None:
+    """Let only ``rows`` (first axis) of ``p`` train: its gradient is zeroed elsewhere. With AdamW
+    a row whose gradient is always zero never moves (zero moments; embeddings and biases get no
+    weight decay, train/optim.py), so the frozen rows stay bit-identical."""
+    keep = torch.zeros(p.shape[0], dtype=torch.bool)
+    keep[rows] = True
+    if not keep.any() or keep.all():
+        raise ConfigError(f"model.train_only: {pattern!r} selects {int(keep.sum())} of the "
+                          f"{p.shape[0]} rows of {name}; name some of its rows, or the whole tensor")
+    mask = keep.to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
+    p.register_hook(lambda g: g * mask.to(g.device, g.dtype))
+
+
 def train_only(model: nn.Module, patterns: list[str]) -> list[str]:
     """Freeze every parameter of ``model`` whose name matches none of the glob ``patterns``
-    (``fnmatch``, e.g. ``dit.kind_embed.*``); returns the names left trainable. Parameters already
+    (``fnmatch``, e.g. ``dit.kind_embed.*``); returns the names left trainable. A pattern ending in
+    ``[a:b]`` (e.g. ``dit.kind_embed.weight[1:]``) trains only those rows of the matching tensors:
+    the memory frame kinds of the kind table, not its ordinary-frame row. Parameters already
     frozen (the tokenizer) stay frozen. Raises when a pattern matches no trainable parameter (a typo
     would otherwise freeze the whole model quietly)."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    for pat in patterns:
-        if not any(fnmatchcase(n, pat) for n in names):
+    split = [(pat, *_split_rows(pat)) for pat in patterns]
+    for pat, glob, _ in split:
+        if not any(fnmatchcase(n, glob) for n in names):
             sample = ", ".join(names[:6])
             raise ConfigError(f"model.train_only: pattern {pat!r} matches no trainable parameter "
                               f"(names look like: {sample}, ...)")
@@ -62,10 +92,17 @@ def train_only(model: nn.Module, patterns: list[str]) -> list[str]:
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if any(fnmatchcase(n, pat) for pat in patterns):
-            keep.append(n)
-        else:
+        hits = [(pat, rows) for pat, glob, rows in split if fnmatchcase(n, glob)]
+        if not hits:
             p.requires_grad_(False)
+            continue
+        keep.append(n)
+        if all(rows is not None for _, rows in hits):  # only row patterns name it: mask the rest
+            pat, rows = hits[0]
+            if len(hits) > 1:
+                raise ConfigError(f"model.train_only: {n} is named by several row patterns "
+                                  f"{[h[0] for h in hits]}; give one")
+            _freeze_rows(n, p, rows, pat)
     return keep
 
 

@@ -49,6 +49,9 @@ class DataConfig:
     # validate on revisit clips only: the per-strategy validation losses then show what memory is
     # worth (on random clips the history rarely matters, so every strategy scores alike)
     val_revisit_dense: bool = False
+    # clip frames at the end that must hold the revisit (0 = a quarter of the clip); memory clips
+    # with ``model.memory.loss_on: returns`` set it to the window length so every clip has returns
+    revisit_tail: int = 0
     # oversample interactions with a recorded effect (infworld/data/events.py): this share of the
     # training clips ends in one; event_extra names the per-frame extra whose change marks it
     event_share: float = 0.0
@@ -59,6 +62,8 @@ class DataConfig:
         _check(self.clip_len >= 1, "data.clip_len", self.clip_len, "an int >= 1")
         _check(self.val_episodes >= 0, "data.val_episodes", self.val_episodes, "an int >= 0")
         _check(self.workers >= 0, "data.workers", self.workers, "an int >= 0")
+        _check(self.revisit_tail >= 0, "data.revisit_tail", self.revisit_tail,
+               "an int >= 0 (0 = clip_len // 4)")
         _check(0.0 <= self.event_share <= 1.0, "data.event_share", self.event_share, "a float in [0, 1]")
         _check(self.event_share == 0 or bool(self.event_extra), "data.event_extra", self.event_extra,
                "the name of a recorded per-frame extra (e.g. 'inventory') when data.event_share > 0")

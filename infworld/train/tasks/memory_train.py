@@ -27,6 +27,8 @@ from infworld.memory.base import Memory, MemoryConfig, MemoryContext
 from infworld.memory.context import MemoryLayout
 from infworld.memory.registry import make_memory, memory_class, memory_config, memory_names
 
+LOSS_ON = ("window", "returns")
+
 
 @dataclass
 class MemoryTrainConfig:
@@ -45,7 +47,12 @@ class MemoryTrainConfig:
     trained range).
     ``plain_prob``: share of steps whose raw memory frames are shown as ordinary frames (kind 0,
     no poses; compressed latents stay marked), so one model is trained for both presentations and
-    the benchmark can compare them (a strategy's ``plain`` setting picks one at inference)."""
+    the benchmark can compare them (a strategy's ``plain`` setting picks one at inference).
+    ``loss_on``: ``window`` (every window frame carries loss) or ``returns``: only the window frames
+    that return to a place the history saw and the window's own earlier frames (all but the last
+    ``return_recent``) did not (:func:`return_frames`), so the loss is one only memory can lower
+    (Infinite-World, arXiv 2602.02393, Sec. 3.4: revisit-dense finetuning; pair it with
+    ``data.revisit_dense``). The revisit radius, angle and gap are the data's ``revisit_*`` fields."""
 
     strategies: dict[str, float] = field(default_factory=dict)
     history: int = 0
@@ -56,6 +63,8 @@ class MemoryTrainConfig:
     span: int = 0
     slots: int = 0
     plain_prob: float = 0.0
+    loss_on: str = "window"
+    return_recent: int = 4
 
     @property
     def enabled(self) -> bool:
@@ -88,6 +97,12 @@ class MemoryTrainConfig:
             raise ConfigError(f"model.memory.slots: expected an int >= 0 (0 = derive), got {self.slots!r}")
         if not 0.0 <= float(self.plain_prob) <= 1.0:
             raise ConfigError(f"model.memory.plain_prob: expected a share in 0..1, got {self.plain_prob!r}")
+        if self.loss_on not in LOSS_ON:
+            raise ConfigError(f"model.memory.loss_on: expected one of {list(LOSS_ON)}, got {self.loss_on!r}")
+        if isinstance(self.return_recent, bool) or not isinstance(self.return_recent, int) \
+                or self.return_recent < 1:
+            raise ConfigError(f"model.memory.return_recent: expected an int >= 1 (window frames right "
+                              f"before a frame that may show its place), got {self.return_recent!r}")
 
     def layout(self, strategy: str | None = None) -> MemoryLayout:
         """The layout strategy ``strategy`` trains with (None: the default ``encoding``)."""
@@ -168,3 +183,87 @@ def training_context(memory: Memory, module: nn.Module | None, x0: torch.Tensor,
     # before it (world.py adds that shift); here the clip's first frame plays that role.
     ctx.positions = ctx.positions + float(memory.local_window - 1)
     return ctx.to(x0.device), ref
+
+
+def return_frames(poses: torch.Tensor, history: int, min_gap: int, dist: float,
+                  angle_deg: float | None, recent: int) -> torch.Tensor:
+    """Window frames that return to a place only the memory holds: (B, L) bool, L = T - ``history``.
+
+    poses: (B, T, 5) [x, y, z, yaw_deg, pitch_deg] of a clip whose first ``history`` frames go to
+    memory. Window frame t (clip index ``history + j``) counts when it is near (planar distance <=
+    ``dist`` and, unless ``angle_deg`` is None, yaw within ``angle_deg``; the rule of
+    data/revisits.py) a history frame more than ``min_gap`` frames earlier, and near no window frame
+    before ``t - recent``: the place is not in the local window (its last ``recent`` frames lead into
+    the view and are exempt, or every frame of a slow return would be excluded by its neighbour).
+    """
+    if poses.dim() != 3 or poses.shape[-1] != 5:
+        raise ConfigError(f"return_frames: expected poses (B, T, 5), got {tuple(poses.shape)}")
+    t_len = poses.shape[1]
+    if not 0 < history < t_len:
+        raise ConfigError(f"return_frames: history {history} must lie in 1..{t_len - 1} "
+                          f"(clip length {t_len})")
+    xy = poses[..., :2].double()  # Doom coordinates reach ~1e4: float64 keeps the differences exact
+    near = (xy[:, :, None] - xy[:, None]).pow(2).sum(-1) <= float(dist) ** 2  # (B, T, T)
+    if angle_deg is not None and angle_deg < 180.0:
+        dyaw = torch.remainder(poses[:, :, None, 3] - poses[:, None, :, 3] + 180.0, 360.0) - 180.0
+        near &= dyaw.abs() <= float(angle_deg)
+    idx = torch.arange(t_len, device=poses.device)
+    win = idx[history:, None]  # (L, 1) clip index of each window frame
+    from_history = (idx[None] < history) & (win - idx[None] > min_gap)  # (L, T)
+    from_window = (idx[None] >= history) & (idx[None] < win - recent)  # (L, T)
+    near_w = near[:, history:]  # (B, L, T)
+    return (near_w & from_history).any(-1) & ~(near_w & from_window).any(-1)
+
+
+# the per-strategy validation loss of the window without any memory context (the reference)
+NO_MEMORY = "none"
+
+
+def memory_loss(task: Any, model: nn.Module, net: nn.Module, x0: torch.Tensor,
+                acts: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                generator: torch.Generator | None, strategy: str | None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The diffusion-forcing loss on the window of a memory clip (the world task's memory path): the
+    memory of a drawn (or given; :data:`NO_MEMORY` = none) strategy is built from the clip's first
+    ``history`` frames and conditions the loss on the rest. x0: (B, H + L, C, h, w) latents."""
+    from infworld.diffusion.forcing import forcing_loss
+    from infworld.memory.base import plain_context
+
+    mcfg, h = task.config.memory, task.config.memory.history
+    name = strategy or pick_strategy(mcfg, generator)
+    poses = batch["pose"].to(x0.device).float() if "pose" in batch else None
+    span = x0.shape[1] - h
+    ref_index = h + span - (mcfg.ref_offset or task.config.chunk) - 1
+    ctx, ref = None, None
+    if name != NO_MEMORY:
+        module = net.memory_modules[name] if name in net.memory_modules else None
+        ctx, ref = training_context(task.memories[name], module, x0, acts, poses, h, ref_index)
+    if mcfg.plain_prob > 0:
+        # drawn whether or not there is context, so every strategy's loss sees the same noise
+        # (per-strategy validation losses compare strategies on one draw, evaluate())
+        gen_dev = generator.device if generator is not None else "cpu"
+        plain = float(torch.rand((), generator=generator, device=gen_dev)) < mcfg.plain_prob
+        if ctx is not None and plain:
+            ctx = plain_context(ctx)
+
+    def fn(x: torch.Tensor, t: torch.Tensor, a: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(x, t, a, memory=ctx, ref_pose=ref, memory_name=None if ctx is None else name)
+
+    weight = None
+    if mcfg.loss_on == "returns":
+        if poses is None:
+            raise ConfigError("model.memory.loss_on: returns needs poses, and the batch has none")
+        weight = return_frames(poses, h, task.return_gap, task.return_dist, task.return_angle,
+                               mcfg.return_recent).float()  # (B, L)
+    loss, metrics = forcing_loss(fn, x0[:, h:], {k: a[:, h:] for k, a in acts.items()}, task.config.flow,
+                                 task.config.forcing, generator, frame_weight=weight)
+    # Learned memory parts not used this step still join the graph (DDP expects every gradient).
+    unused = [p for n, mod in net.memory_modules.items() if n != name for p in mod.parameters()
+              if p.requires_grad]
+    if unused:
+        loss = loss + 0.0 * sum(p.sum() for p in unused)
+    metrics[f"loss_{name}"] = metrics["loss"]
+    metrics["memory_frames"] = float(ctx.num_frames if ctx is not None else 0)
+    if weight is not None:
+        metrics["return_share"] = float(weight.mean())
+    return loss, metrics

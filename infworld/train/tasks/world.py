@@ -40,11 +40,11 @@ from torch import nn
 
 from infworld.config import to_dict
 from infworld.data.episode import read_meta
+from infworld.data.revisits import default_revisit_dist
 from infworld.diffusion.flow import FlowConfig
 from infworld.diffusion.forcing import ForcingConfig, forcing_loss
 from infworld.diffusion.samplers import SamplerConfig
 from infworld.errors import ConfigError, InfWorldError
-from infworld.memory.base import plain_context
 from infworld.models.action import frame_actions
 from infworld.models.dit import DiT, DiTConfig
 from infworld.models.tokenizers import (  # noqa: F401 (re-exported for older imports)
@@ -60,12 +60,12 @@ from infworld.models.worldnet import BACKBONES, WorldNet, build_world_net
 from infworld.train.latent_cache import LatentCache
 from infworld.train.task import register_task
 from infworld.train.tasks.memory_train import (
+    NO_MEMORY,
     MemoryTrainConfig,
     build_memories,
     build_modules,
-    pick_strategy,
+    memory_loss,
     strategy_settings,
-    training_context,
 )
 from infworld.video_frames import frames_per_latent
 
@@ -147,6 +147,14 @@ class WorldTask:
         if any(m.needs_poses for m in self.memories.values()) and not self.meta.has_pose:
             raise ConfigError(f"model.memory: {[n for n, m in self.memories.items() if m.needs_poses]} need "
                               f"poses, but {data.root} has none (meta.has_pose is false)")
+        if config.memory.enabled and config.memory.loss_on == "returns":
+            if not self.meta.has_pose:
+                raise ConfigError(f"model.memory.loss_on: returns finds returns on poses, but {data.root} "
+                                  "has none (meta.has_pose is false)")
+            # the rule revisit-dense sampling uses (data/dataset.py defaults, data/revisits.py)
+            self.return_gap = (data.clip_len - 1) // 2
+            self.return_dist = default_revisit_dist(self.meta.env)
+            self.return_angle = 30.0
         # Record the resolved values in the config itself, so checkpoints carry the real sizes.
         setattr(config, config.backbone, copy.deepcopy(self.dit_config))
         config.window = window
@@ -248,7 +256,7 @@ class WorldTask:
                          start_sample,
                          revisit_dense=data.revisit_dense if split == "train" else data.val_revisit_dense,
                          event_share=data.event_share if split == "train" else 0.0,
-                         event_extra=data.event_extra,
+                         event_extra=data.event_extra, revisit_tail=data.revisit_tail or None,
                          worker_block=batch_size)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=data.workers)
         yield from loader
@@ -273,39 +281,7 @@ class WorldTask:
         if not self.memories:
             return forcing_loss(lambda x, t, a: model(x, t, a), x0, acts, self.config.flow,
                                 self.config.forcing, generator)
-        return self._memory_loss(model, net, x0, acts, batch, generator, strategy)
-
-    def _memory_loss(self, model: nn.Module, net: WorldNet, x0: torch.Tensor, acts: dict[str, torch.Tensor],
-                     batch: dict[str, torch.Tensor], generator: torch.Generator | None, strategy: str | None
-                     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The diffusion-forcing loss on the window, with the memory of a drawn (or given) strategy built
-        from the clip's history (memory_train.py)."""
-        mcfg, h = self.config.memory, self.config.memory.history
-        name = strategy or pick_strategy(mcfg, generator)
-        poses = batch["pose"].to(x0.device).float() if "pose" in batch else None
-        span = x0.shape[1] - h
-        ref_index = h + span - (mcfg.ref_offset or self.config.chunk) - 1
-        module = net.memory_modules[name] if name in net.memory_modules else None
-        ctx, ref = training_context(self.memories[name], module, x0, acts, poses, h, ref_index)
-        if mcfg.plain_prob > 0:
-            # drawn whether or not there is context, so every strategy's loss sees the same noise
-            # (per-strategy validation losses compare strategies on one draw, evaluate())
-            gen_dev = generator.device if generator is not None else "cpu"
-            plain = float(torch.rand((), generator=generator, device=gen_dev)) < mcfg.plain_prob
-            if ctx is not None and plain:
-                ctx = plain_context(ctx)
-        def fn(x: torch.Tensor, t: torch.Tensor, a: dict[str, torch.Tensor]) -> torch.Tensor:
-            return model(x, t, a, memory=ctx, ref_pose=ref, memory_name=name)
-
-        loss, metrics = forcing_loss(fn, x0[:, h:], {k: a[:, h:] for k, a in acts.items()}, self.config.flow,
-                                     self.config.forcing, generator)
-        # Learned memory parts not used this step still join the graph (DDP expects every gradient).
-        unused = [p for n, mod in net.memory_modules.items() if n != name for p in mod.parameters()]
-        if unused:
-            loss = loss + 0.0 * sum(p.sum() for p in unused)
-        metrics[f"loss_{name}"] = metrics["loss"]
-        metrics["memory_frames"] = float(ctx.num_frames if ctx is not None else 0)
-        return loss, metrics
+        return memory_loss(self, model, net, x0, acts, batch, generator, strategy)
 
     def evaluate(self, model: nn.Module, max_batches: int = 8) -> dict[str, float]:
         """Val loss and teacher-forced next-frame PSNR (dB) on up to ``max_batches`` val batches."""
@@ -341,7 +317,8 @@ class WorldTask:
                     swapped = {**batch, **{key: batch[key].roll(1, dims=0) for key in ACTION_KEYS}}
                     shuffled.append(float(self.loss(net, swapped, gen)[0]))
                     gen.set_state(after)
-                    for name in self.memories:  # one val loss per strategy, on the same noise
+                    # one val loss per strategy on the same noise, and the window's without memory
+                    for name in [*self.memories, NO_MEMORY]:
                         gen.set_state(state)
                         per_strategy.setdefault(name, []).append(float(self.loss(net, batch, gen, name)[0]))
                     gen.set_state(after)
