@@ -22,7 +22,8 @@ v2 additions (config flags, off in exports made before them, so those load uncha
   modulation and the model learned to ignore it);
 * ``conv``: residual conv blocks at latent resolution around patchify/unpatchify, fed the noisy
   frame, the frame before it and the action (latent_conv.py), so a shift of a fraction of a token
-  (a ViZDoom turn moves the picture half a token per step) can be expressed.
+  (a ViZDoom turn moves the picture half a token per step) can be expressed; with
+  ``conv.action_map`` the action also enters per latent pixel (action_map.py).
 
 The network predicts the rectified-flow velocity (diffusion/flow.py). Streaming uses a KV cache
 (kvcache.py): ``past`` holds clean keys/values of earlier frames and ``return_kv`` hands back the
@@ -275,7 +276,8 @@ class DiT(nn.Module):
         self.action_norm = RMSNorm(d) if cfg.action_adaln else None
         self.action_mod = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 6 * d)) \
             if cfg.action_adaln else None
-        self.conv = LatentConv(cfg.conv, cfg.in_channels, p, d) if cfg.conv.enabled else None
+        self.conv = LatentConv(cfg.conv, cfg.in_channels, p, d, tuple(cfg.latent_size)) \
+            if cfg.conv.enabled else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.rope = Rope3D(cfg.head_dim, cfg.rope_theta)
         self.head_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infworld.errors import ConfigError
+from infworld.models.action_map import ActionMap
 
 
 @dataclass
@@ -65,6 +66,7 @@ class LatentConvConfig:
     groups: int = 8
     shift_kernel: int = 0  # K: action-predicted K x K shift kernel on the previous frame (0 = off, odd)
     raw_prev: bool = False  # the stem also sees the previous frame unshifted (a zero-init 3x3 conv)
+    action_map: int = 0  # rank of per-latent-pixel action features in the stem (action_map.py); 0 = off
 
     @property
     def enabled(self) -> bool:
@@ -80,6 +82,8 @@ class LatentConvConfig:
         if self.raw_prev and not self.shift_kernel:
             raise ConfigError("dit.conv.raw_prev: needs dit.conv.shift_kernel > 0 (without a shift the "
                               "stem already sees the previous frame unshifted)")
+        if self.action_map < 0:
+            raise ConfigError(f"dit.conv.action_map: expected a rank >= 0 (0 = off), got {self.action_map}")
         if self.width and (self.groups < 1 or self.width % self.groups):
             raise ConfigError(f"dit.conv.groups: {self.groups} must divide conv.width {self.width}")
 
@@ -109,7 +113,8 @@ class LatentConv(nn.Module):
     """The stem and head of the conv path (module docstring); the DiT calls :meth:`stem` before its
     transformer and :meth:`head` after it."""
 
-    def __init__(self, cfg: LatentConvConfig, channels: int, patch: int, dim: int):
+    def __init__(self, cfg: LatentConvConfig, channels: int, patch: int, dim: int,
+                 latent_size: tuple[int, int] = (0, 0)):
         super().__init__()
         cfg.check()
         self.cfg, self.patch = cfg, patch
@@ -122,6 +127,11 @@ class LatentConv(nn.Module):
             nn.init.zeros_(self.stem_raw.weight)
             nn.init.zeros_(self.stem_raw.bias)
         self.action_bias = nn.Linear(dim, w)
+        # per-latent-pixel action features (zero-init mixing), so an action can act at one place
+        if cfg.action_map and min(latent_size) < 1:
+            raise ConfigError(f"dit.conv.action_map: needs the latent size, got {tuple(latent_size)}")
+        self.action_map = ActionMap(dim, w, latent_size[0] * latent_size[1], cfg.action_map) \
+            if cfg.action_map else None
         self.blocks_in = nn.ModuleList(ResBlock(w, dim, cfg.groups) for _ in range(cfg.blocks_in))
         self.to_tokens = nn.Linear(w * patch * patch, dim)  # stem features -> token update
         self.from_tokens = nn.Linear(dim, w * patch * patch)  # final tokens -> head features
@@ -179,6 +189,9 @@ class LatentConv(nn.Module):
         feat = self.stem_in(inp) + self.action_bias(action.reshape(b * f, -1))[:, :, None, None]
         if self.stem_raw is not None:
             feat = feat + self.stem_raw(raw.reshape(b * f, c, h, w))
+        if self.action_map is not None:
+            amap = self.action_map(action)  # (B, F, h*w, W), latent pixels row-major
+            feat = feat + amap.reshape(b * f, h, w, -1).permute(0, 3, 1, 2)
         cond = cond.reshape(b * f, -1)
         for blk in self.blocks_in:
             feat = blk(feat, cond)
