@@ -123,3 +123,23 @@ def test_train_only_rows_trains_some_rows_of_a_table(data_root):
         task_for(data_root, 'model.train_only=["dit.kind_embed.weight[0:]"]').build_model()
     with pytest.raises(ConfigError, match="selects 0 of the 3 rows"):
         task_for(data_root, 'model.train_only=["dit.kind_embed.weight[5:]"]').build_model()
+
+
+def test_window_noise_noises_the_window_prefix_of_memory_clips(data_root):
+    """``model.memory.window_noise``: memory clips draw their clean-prefix levels up to it (the window
+    stands in for the model's own drifting frames), on the same noise draw otherwise."""
+    base = task_for(data_root, "model.latent_cache_mb=0")
+    noisy = task_for(data_root, "model.latent_cache_mb=0", "model.memory.window_noise=0.8")
+    torch.manual_seed(0)
+    net = base.build_model().train()
+    batch = next(base.batches("train", 4, seed=0, rank=0, world_size=1))
+    seen = []
+    for task in (base, noisy):
+        means = []
+        for seed in range(6):
+            _, m = task.loss(net, batch, torch.Generator().manual_seed(seed), strategy="full")
+            means.append(m["loss"])
+        seen.append(means)
+    assert seen[0] != seen[1]  # the prefix levels differ, so the losses do
+    with pytest.raises(ConfigError, match="window_noise"):
+        task_for(data_root, "model.memory.window_noise=1.5")

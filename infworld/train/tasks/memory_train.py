@@ -16,6 +16,7 @@ on ``data.revisit_dense: true`` clips whose last frames return to a place the hi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,10 @@ class MemoryTrainConfig:
     that return to a place the history saw and the window's own earlier frames (all but the last
     ``return_recent``) did not (:func:`return_frames`), so the loss is one only memory can lower
     (Infinite-World, arXiv 2602.02393, Sec. 3.4: revisit-dense finetuning; pair it with
-    ``data.revisit_dense``). The revisit radius, angle and gap are the data's ``revisit_*`` fields."""
+    ``data.revisit_dense``). The revisit radius, angle and gap are the data's ``revisit_*`` fields.
+    ``window_noise``: the most noise on the window's clean-prefix frames of memory clips (0 = the
+    forcing's ``context_noise``): at inference the window holds the model's own drifting frames, and
+    memory is what corrects them, so a noisier window makes reading memory pay in the loss."""
 
     strategies: dict[str, float] = field(default_factory=dict)
     history: int = 0
@@ -65,6 +69,7 @@ class MemoryTrainConfig:
     plain_prob: float = 0.0
     loss_on: str = "window"
     return_recent: int = 4
+    window_noise: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -97,6 +102,9 @@ class MemoryTrainConfig:
             raise ConfigError(f"model.memory.slots: expected an int >= 0 (0 = derive), got {self.slots!r}")
         if not 0.0 <= float(self.plain_prob) <= 1.0:
             raise ConfigError(f"model.memory.plain_prob: expected a share in 0..1, got {self.plain_prob!r}")
+        if not 0.0 <= float(self.window_noise) <= 1.0:
+            raise ConfigError(f"model.memory.window_noise: expected a noise level in 0..1 (0 = the forcing's "
+                              f"context_noise), got {self.window_noise!r}")
         if self.loss_on not in LOSS_ON:
             raise ConfigError(f"model.memory.loss_on: expected one of {list(LOSS_ON)}, got {self.loss_on!r}")
         if isinstance(self.return_recent, bool) or not isinstance(self.return_recent, int) \
@@ -255,8 +263,11 @@ def memory_loss(task: Any, model: nn.Module, net: nn.Module, x0: torch.Tensor,
             raise ConfigError("model.memory.loss_on: returns needs poses, and the batch has none")
         weight = return_frames(poses, h, task.return_gap, task.return_dist, task.return_angle,
                                mcfg.return_recent).float()  # (B, L)
+    forcing = task.config.forcing
+    if mcfg.window_noise:
+        forcing = dataclasses.replace(forcing, context_noise=float(mcfg.window_noise))
     loss, metrics = forcing_loss(fn, x0[:, h:], {k: a[:, h:] for k, a in acts.items()}, task.config.flow,
-                                 task.config.forcing, generator, frame_weight=weight)
+                                 forcing, generator, frame_weight=weight)
     # Learned memory parts not used this step still join the graph (DDP expects every gradient).
     unused = [p for n, mod in net.memory_modules.items() if n != name for p in mod.parameters()
               if p.requires_grad]

@@ -318,7 +318,7 @@ class WorldTask:
                     shuffled.append(float(self.loss(net, swapped, gen)[0]))
                     gen.set_state(after)
                     # one val loss per strategy on the same noise, and the window's without memory
-                    for name in [*self.memories, NO_MEMORY]:
+                    for name in [*self.memories, NO_MEMORY] if self.memories else []:
                         gen.set_state(state)
                         per_strategy.setdefault(name, []).append(float(self.loss(net, batch, gen, name)[0]))
                     gen.set_state(after)
