@@ -7,7 +7,7 @@
 # features, so their keys/values are reused from chunk to chunk (memory/kv_reuse.py).
 set -euo pipefail
 OUT=${1:-out/memory-v2}
-MEM=${MEM:-doom-tiny-mem}
+MEM=${MEM:-runs/doom-tiny-mem/export}  # the memory v2 model (checkpoints/doom-tiny-mem is v6 since session 11)
 BASE=${BASE:-doom-tiny-world}
 common=(--suite doom-v2 --protocols replay,revisit --threads 1 --no-progress)
 full_opt=(--memory-opt full.budget=512 --memory-opt full.plain=true)

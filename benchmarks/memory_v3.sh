@@ -8,7 +8,7 @@
 # The backbone's and the stage-1 model's figures are benchmarks/results/memory-v2/ (memory_v2.sh).
 set -euo pipefail
 OUT=${1:-out/memory-v3}
-MEM=${MEM:-doom-tiny-mem}
+MEM=${MEM:-runs/doom-tiny-mem/export}  # the memory v2 model (checkpoints/doom-tiny-mem is v6 since session 11)
 common=(--suite doom-v2 --protocols replay,revisit --threads 1 --no-progress)
 full_opt=(--memory-opt full.budget=512 --memory-opt full.plain=true)
 

@@ -4,8 +4,9 @@
 it points at the exported model under ``checkpoints/`` and the memory strategy the benchmark found
 best with it: ``doom-tiny-world`` (v2) with ``vrag`` retrieval (stored frames as plain context;
 16.9 dB revisit PSNR against 15.8 for the window and 17.0 for the full-history oracle on doom-v1,
-see benchmarks/results/bench/doom-tiny-world/). The memory-trained ``doom-tiny-mem`` (memory v2 on
-the v2 backbone, with HPMC) is the alternative: ``infworld play --model doom-tiny-mem --memory hpmc``.
+see benchmarks/results/bench/doom-tiny-world/). The memory-trained ``doom-tiny-mem`` (memory v6: the
+memory pathway trained on the frozen v2 backbone) is the alternative for pose-free memory:
+``infworld play --model doom-tiny-mem --memory hpmc`` (docs/memory.md, "Memory v6").
 """
 
 from __future__ import annotations
