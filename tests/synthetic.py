@@ -37,3 +37,25 @@ def make_dataset(
         )
         write_episode(episode_path(root, e), ep)
     return root
+
+
+def memory_task(root, *overrides: str):
+    """The world task of the ``tiny-test-memory`` recipe on the dataset at ``root``."""
+    from infworld.train.recipe import load_recipe
+    from infworld.train.tasks.world import WorldTask
+
+    recipe = load_recipe("tiny-test-memory", [f"data.root={root}", *overrides])
+    return WorldTask(recipe.model, recipe)
+
+
+def train_steps(task, net, opt, steps: int = 3, strategy: str = "full") -> None:
+    """``steps`` optimiser steps of ``task``'s loss on one training batch of 2 clips (fixed noise)."""
+    import torch
+
+    batch = next(task.batches("train", 2, seed=0, rank=0, world_size=1))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        loss, _ = task.loss(net, batch, g, strategy=strategy)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()

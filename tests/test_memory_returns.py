@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthetic import make_dataset
+from synthetic import make_dataset, memory_task, train_steps
 
 from infworld.errors import ConfigError
 from infworld.train.optim import build_optimizer
-from infworld.train.recipe import OptimConfig, load_recipe
+from infworld.train.recipe import OptimConfig
 from infworld.train.tasks.memory_train import NO_MEMORY, return_frames
-from infworld.train.tasks.world import WorldTask
+
+task_for = memory_task
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("ret_data"), episodes=3, length=30)
-
-
-def task_for(root, *overrides: str) -> WorldTask:
-    recipe = load_recipe("tiny-test-memory", [f"data.root={root}", *overrides])
-    return WorldTask(recipe.model, recipe)
 
 
 def walk(xs: list[float], yaws: list[float] | None = None) -> torch.Tensor:
@@ -86,13 +82,12 @@ def test_returns_loss_weighs_only_the_returning_frames(data_root):
     assert ref["memory_frames"] == 0.0 and f"loss_{NO_MEMORY}" in ref
 
 
-def test_bad_returns_settings(data_root):
-    with pytest.raises(ConfigError, match="loss_on"):
-        task_for(data_root, "model.memory.loss_on=revisits")
-    with pytest.raises(ConfigError, match="return_recent"):
-        task_for(data_root, "model.memory.return_recent=0")
-    with pytest.raises(ConfigError, match="revisit_tail"):
-        task_for(data_root, "data.revisit_tail=-1")
+@pytest.mark.parametrize("override", ["model.memory.loss_on=revisits", "model.memory.return_recent=0",
+                                      "data.revisit_tail=-1", "model.memory.window_noise=1.5"])
+def test_bad_returns_settings_name_the_field(data_root, override):
+    field = override.split("=")[0].split(".")[-1]
+    with pytest.raises(ConfigError, match=field):
+        task_for(data_root, override)
 
 
 def test_train_only_rows_trains_some_rows_of_a_table(data_root):
@@ -110,13 +105,7 @@ def test_train_only_rows_trains_some_rows_of_a_table(data_root):
     table = net.dit.kind_embed.weight
     before = table.detach().clone()
     opt, _ = build_optimizer(net, OptimConfig(lr=1e-2, weight_decay=0.1), 10)
-    batch = next(task.batches("train", 2, seed=0, rank=0, world_size=1))
-    g = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        loss, _ = task.loss(net, batch, g, strategy="full")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(task, net, opt)
     assert torch.equal(table[0], before[0])  # the ordinary-frame row
     assert not torch.equal(table[1:], before[1:])
     with pytest.raises(ConfigError, match="selects 3 of the 3 rows"):
@@ -141,5 +130,3 @@ def test_window_noise_noises_the_window_prefix_of_memory_clips(data_root):
             means.append(m["loss"])
         seen.append(means)
     assert seen[0] != seen[1]  # the prefix levels differ, so the losses do
-    with pytest.raises(ConfigError, match="window_noise"):
-        task_for(data_root, "model.memory.window_noise=1.5")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from synthetic import make_dataset
+from synthetic import make_dataset, train_steps
 
 from infworld.errors import ConfigError, MemoryConfigError
 from infworld.memory.base import MemoryContext, slot_positions
@@ -198,13 +198,7 @@ def test_train_only_trains_the_named_parameters_and_leaves_the_backbone_as_it_wa
     assert trained == ["dit.kind_embed.weight"]
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
-    batch = next(task.batches("train", 2, seed=0, rank=0, world_size=1))
-    g = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        loss, _ = task.loss(net, batch, g, strategy="full")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(task, net, opt)
     for n, p in net.named_parameters():
         moved = not torch.equal(p.detach(), before[n])
         assert moved == (n == "dit.kind_embed.weight"), n
