@@ -94,20 +94,21 @@ def test_train_only_rows_trains_some_rows_of_a_table(data_root):
     """``dit.kind_embed.weight[1:]``: the memory frame kinds train, the ordinary-frame row (what every
     plain frame sees) stays bit-identical under the trainer's AdamW."""
     task = task_for(data_root, "model.latent_cache_mb=0",
-                    'model.train_only=["dit.kind_embed.weight[1:]", dit.pose_embed.*]')
+                    'model.train_only=["dit.kind_embed.weight[1:]", "dit.pose_embed.weight[1:]"]')
     torch.manual_seed(0)
     net = task.build_model().train()
     with torch.no_grad():  # random weights everywhere (zero-inits included), so gradients reach the input
         for p in net.dit.parameters():
             p.normal_(0.0, 0.15)
     assert [n for n, p in net.named_parameters() if p.requires_grad] == [
-        "dit.kind_embed.weight", "dit.pose_embed.weight", "dit.pose_embed.bias"]
-    table = net.dit.kind_embed.weight
-    before = table.detach().clone()
+        "dit.kind_embed.weight", "dit.pose_embed.weight"]
+    table, matrix = net.dit.kind_embed.weight, net.dit.pose_embed.weight  # an embedding and a Linear
+    before, before_m = table.detach().clone(), matrix.detach().clone()
     opt, _ = build_optimizer(net, OptimConfig(lr=1e-2, weight_decay=0.1), 10)
     train_steps(task, net, opt)
     assert torch.equal(table[0], before[0])  # the ordinary-frame row
     assert not torch.equal(table[1:], before[1:])
+    assert torch.equal(matrix[0], before_m[0]) and not torch.equal(matrix[1:], before_m[1:])  # no decay
     with pytest.raises(ConfigError, match="selects 3 of the 3 rows"):
         task_for(data_root, 'model.train_only=["dit.kind_embed.weight[0:]"]').build_model()
     with pytest.raises(ConfigError, match="selects 0 of the 3 rows"):

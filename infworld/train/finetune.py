@@ -63,8 +63,8 @@ def _split_rows(pattern: str) -> tuple[str, slice | None]:
 
 def _freeze_rows(name: str, p: nn.Parameter, rows: slice, pattern: str) -> None:
     """Let only ``rows`` (first axis) of ``p`` train: its gradient is zeroed elsewhere. With AdamW
-    a row whose gradient is always zero never moves (zero moments; embeddings and biases get no
-    weight decay, train/optim.py), so the frozen rows stay bit-identical."""
+    a row whose gradient is always zero never moves (zero moments), and the tensor is marked so the
+    optimiser gives it no weight decay (train/optim.py), so the frozen rows stay bit-identical."""
     keep = torch.zeros(p.shape[0], dtype=torch.bool)
     keep[rows] = True
     if not keep.any() or keep.all():
@@ -72,6 +72,7 @@ def _freeze_rows(name: str, p: nn.Parameter, rows: slice, pattern: str) -> None:
                           f"{p.shape[0]} rows of {name}; name some of its rows, or the whole tensor")
     mask = keep.to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
     p.register_hook(lambda g: g * mask.to(g.device, g.dtype))
+    p._frozen_rows = True  # read by train/optim.py param_groups: no weight decay
 
 
 def train_only(model: nn.Module, patterns: list[str]) -> list[str]:

@@ -32,7 +32,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if p.ndim < 2 or isinstance(module, NO_DECAY_MODULES) or full in exempt:
+            # row-frozen tensors (train/finetune.py) too: decay would move their frozen rows
+            frozen_rows = getattr(p, "_frozen_rows", False)
+            if p.ndim < 2 or isinstance(module, NO_DECAY_MODULES) or full in exempt or frozen_rows:
                 no_decay.append(p)
             else:
                 decay.append(p)
