@@ -35,7 +35,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 from infworld.data.action_schema import UNCERTAIN
 from infworld.data.episode import DatasetMeta, Episode, list_episodes, read_episode, read_meta
 from infworld.data.events import covered, find_event_starts
-from infworld.data.revisits import default_revisit_dist, find_revisits
+from infworld.data.revisits import (
+    DEFAULT_REVISIT_ANGLE_DEG,
+    default_min_revisit_gap,
+    default_revisit_dist,
+    find_revisits,
+)
 from infworld.data.stats import episode_length, load_arrays
 from infworld.errors import ConfigError, DataError
 
@@ -52,7 +57,7 @@ class ClipDataConfig:
     revisit_dense: bool = False
     min_revisit_gap: int | None = None  # episode frames; None = half the clip span
     revisit_dist: float | None = None  # pose units; None = environment default
-    revisit_angle_deg: float | None = 30.0
+    revisit_angle_deg: float | None = DEFAULT_REVISIT_ANGLE_DEG
     revisit_tail: int | None = None  # clip frames that must hold the revisit; None = clip_len // 4
     cache_episodes: int = 4
     worker_block: int = 1
@@ -157,7 +162,7 @@ class ClipDataset(IterableDataset):
         cache_episodes: int = 4,
         *,
         revisit_dist: float | None = None,
-        revisit_angle_deg: float | None = 30.0,
+        revisit_angle_deg: float | None = DEFAULT_REVISIT_ANGLE_DEG,
         revisit_tail: int | None = None,
         worker_block: int = 1,
         load_depth: bool = False,
@@ -215,7 +220,8 @@ class ClipDataset(IterableDataset):
         # Valid clip starts per episode: every start, or (revisit-dense) only those holding a revisit.
         self._starts: dict[int, np.ndarray] = {}
         if revisit_dense:
-            self.min_revisit_gap = (self.span - 1) // 2 if min_revisit_gap is None else int(min_revisit_gap)
+            self.min_revisit_gap = (default_min_revisit_gap(self.span) if min_revisit_gap is None
+                                    else int(min_revisit_gap))
             self.revisit_tail = max(1, clip_len // 4) if revisit_tail is None else int(revisit_tail)
             self.revisit_dist = (default_revisit_dist(self.meta.env) if revisit_dist is None
                                  else float(revisit_dist))

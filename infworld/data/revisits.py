@@ -30,6 +30,16 @@ _BLOCK_PAIRS = 2_000_000
 _PICKS = ("closest", "latest", "earliest")
 
 
+# The heading rule of revisit-dense sampling and of the returns-only memory loss (degrees).
+DEFAULT_REVISIT_ANGLE_DEG = 30.0
+
+
+def default_min_revisit_gap(span: int) -> int:
+    """Default ``min_gap`` for clips spanning ``span`` episode frames: half the span, so a revisit
+    returns to the clip's first half from its second."""
+    return (span - 1) // 2
+
+
 def default_revisit_dist(env: str) -> float:
     """Revisit radius in the pose units of ``env``: 1 grid cell for Crafter, 64 map units otherwise."""
     return 1.0 if env.lower().startswith("crafter") else 64.0

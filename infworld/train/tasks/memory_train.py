@@ -53,7 +53,8 @@ class MemoryTrainConfig:
     that return to a place the history saw and the window's own earlier frames (all but the last
     ``return_recent``) did not (:func:`return_frames`), so the loss is one only memory can lower
     (Infinite-World, arXiv 2602.02393, Sec. 3.4: revisit-dense finetuning; pair it with
-    ``data.revisit_dense``). The revisit radius, angle and gap are the data's ``revisit_*`` fields.
+    ``data.revisit_dense``). The radius, angle and gap are those of revisit-dense sampling
+    (data/revisits.py defaults).
     ``window_noise``: the most noise on the window's clean-prefix frames of memory clips (0 = the
     forcing's ``context_noise``): at inference the window holds the model's own drifting frames, and
     memory is what corrects them, so a noisier window makes reading memory pay in the loss."""

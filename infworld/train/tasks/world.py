@@ -40,7 +40,7 @@ from torch import nn
 
 from infworld.config import to_dict
 from infworld.data.episode import read_meta
-from infworld.data.revisits import default_revisit_dist
+from infworld.data.revisits import DEFAULT_REVISIT_ANGLE_DEG, default_min_revisit_gap, default_revisit_dist
 from infworld.diffusion.flow import FlowConfig
 from infworld.diffusion.forcing import ForcingConfig, forcing_loss
 from infworld.diffusion.samplers import SamplerConfig
@@ -151,10 +151,10 @@ class WorldTask:
             if not self.meta.has_pose:
                 raise ConfigError(f"model.memory.loss_on: returns finds returns on poses, but {data.root} "
                                   "has none (meta.has_pose is false)")
-            # the rule revisit-dense sampling uses (data/dataset.py defaults, data/revisits.py)
-            self.return_gap = (data.clip_len - 1) // 2
+            # the rule revisit-dense sampling uses (ClipDataset's defaults, data/revisits.py)
+            self.return_gap = default_min_revisit_gap(data.clip_len)
             self.return_dist = default_revisit_dist(self.meta.env)
-            self.return_angle = 30.0
+            self.return_angle = DEFAULT_REVISIT_ANGLE_DEG
         # Record the resolved values in the config itself, so checkpoints carry the real sizes.
         setattr(config, config.backbone, copy.deepcopy(self.dit_config))
         config.window = window
