@@ -5,9 +5,11 @@
 #   bash benchmarks/memory_v2.sh [OUT_ROOT]     (default out/memory-v2)
 # The oracle `full` holds up to 512 frames and shows them plain: plain raw frames carry no pose
 # features, so their keys/values are reused from chunk to chunk (memory/kv_reuse.py).
+# MEM defaults to the memory v2 run (`infworld train --recipe doom-tiny-mem` then `infworld export
+# runs/doom-tiny-mem --out runs/doom-tiny-mem/export`): checkpoints/doom-tiny-mem is memory v6.
 set -euo pipefail
 OUT=${1:-out/memory-v2}
-MEM=${MEM:-runs/doom-tiny-mem/export}  # the memory v2 model (checkpoints/doom-tiny-mem is v6 since session 11)
+MEM=${MEM:-runs/doom-tiny-mem/export}
 BASE=${BASE:-doom-tiny-world}
 common=(--suite doom-v2 --protocols replay,revisit --threads 1 --no-progress)
 full_opt=(--memory-opt full.budget=512 --memory-opt full.plain=true)

@@ -6,9 +6,11 @@
 # resumed, so the last call of each block only assembles the report.
 #   MEM=runs/doom-tiny-mem-causal/export bash benchmarks/memory_v3.sh [OUT_ROOT]   (default out/memory-v3)
 # The backbone's and the stage-1 model's figures are benchmarks/results/memory-v2/ (memory_v2.sh).
+# MEM defaults to the memory v2 run (`infworld train --recipe doom-tiny-mem` then `infworld export
+# runs/doom-tiny-mem --out runs/doom-tiny-mem/export`): checkpoints/doom-tiny-mem is memory v6.
 set -euo pipefail
 OUT=${1:-out/memory-v3}
-MEM=${MEM:-runs/doom-tiny-mem/export}  # the memory v2 model (checkpoints/doom-tiny-mem is v6 since session 11)
+MEM=${MEM:-runs/doom-tiny-mem/export}
 common=(--suite doom-v2 --protocols replay,revisit --threads 1 --no-progress)
 full_opt=(--memory-opt full.budget=512 --memory-opt full.plain=true)
 
