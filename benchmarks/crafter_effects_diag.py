@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from infworld.bench.crafter_bench import _actions, _judge, _stack
-from infworld.bench.crafter_probe import load_probe
+from infworld.bench.crafter_probe_io import load_probe
 from infworld.bench.crafter_suite import build_crafter_suite
 from infworld.streaming import free_rollout
 from infworld.world import WorldModel

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from infworld.config import build_dataclass
-from infworld.data.action_schema import check_action_ids
 from infworld.diffusion.samplers import SamplerConfig, sample
 from infworld.distill.self_forcing import check_student_steps
 from infworld.errors import CheckpointError, ConfigError, DataError, MemoryConfigError
@@ -44,10 +43,11 @@ from infworld.memory.base import Memory, MemoryContext
 from infworld.memory.context import MemoryLayout
 from infworld.memory.kv_reuse import MemoryPrefix
 from infworld.memory.registry import make_memory
-from infworld.models.action import NULL_ACTION, null_like
+from infworld.models.action import null_like
 from infworld.models.kvcache import KVCache, KVCacheConfig, PastKV
 from infworld.pending_commit import PendingCommit, flush_pending, folded_call
 from infworld.rollout_config import RolloutConfig  # (re-exported)
+from infworld.rollout_inputs import check_actions, check_poses, null_actions
 from infworld.sliding import grouped_next, sliding_generate
 from infworld.video_frames import VideoFrames, float_to_frames, frames_to_float  # (re-exported)
 
@@ -259,52 +259,14 @@ class WorldModel:
             raise DataError(f"batch size {b} differs from the rollout's {self.batch} (set by reset)")
 
     def _null_actions(self, n: int) -> dict[str, torch.Tensor]:
-        acfg = self.dit.cfg.actions
-        out = {name: torch.full((self.batch, n), NULL_ACTION, dtype=torch.long, device=self.device)
-               for name in acfg.sizes()}
-        for name, width in acfg.continuous.items():
-            out[name] = torch.full((self.batch, n, width), float("nan"), device=self.device)
-        return out
+        return null_actions(self.dit.cfg.actions, self.batch, n, self.device)
 
     def _actions(self, actions: Mapping[str, Any], n: int) -> dict[str, torch.Tensor]:
-        """Check and convert user actions to tensors (B, n[, d]); ids in 0..size - 1 (or NULL_ACTION)."""
-        acfg = self.dit.cfg.actions
-        expected = list(acfg.sizes()) + list(acfg.continuous)
-        unknown = sorted(set(actions) - set(expected))
-        if unknown:
-            raise DataError(f"unknown action field(s) {unknown}; the model expects {expected}",
-                            field="actions")
-        out = {}
-        for name in expected:
-            if name not in actions:
-                raise DataError(f"missing action field; the model expects {expected}", field=name)
-            a = torch.as_tensor(np.asarray(actions[name]))
-            cont = name in acfg.continuous
-            a = a.float() if cont else a.long()
-            if a.dim() == (2 if cont else 1) and self.batch == 1:
-                a = a[None]
-            if tuple(a.shape[:2]) != (self.batch, n):
-                raise DataError(f"expected shape ({self.batch}, {n}), got {tuple(a.shape)}", field=name)
-            if not cont and a.numel():
-                ids = a.numpy()
-                # NULL_ACTION ("unknown", as for frame 0) is also accepted from callers
-                check_action_ids(ids[ids != NULL_ACTION], acfg.sizes()[name], name, whose="the model's")
-            out[name] = a.to(self.device)
-        return out
+        """Check and convert user actions to tensors (B, n[, d]) (rollout_inputs.check_actions)."""
+        return check_actions(self.dit.cfg.actions, actions, self.batch, n, self.device)
 
     def _poses(self, poses: Any, n: int) -> torch.Tensor | None:
-        if poses is None:
-            if self.memory.needs_poses:
-                raise MemoryConfigError(f"memory {self.memory.name!r} needs camera poses: pass poses= "
-                                        "(B, n, 5) to reset/step/observe, or build it with "
-                                        "poses='dead_reckon' to integrate them from the actions")
-            return None
-        p = torch.as_tensor(np.asarray(poses), dtype=torch.float32)
-        if p.dim() == 2 and self.batch == 1:
-            p = p[None]
-        if tuple(p.shape) != (self.batch, n, 5):
-            raise DataError(f"expected poses ({self.batch}, {n}, 5), got {tuple(p.shape)}", field="poses")
-        return p.to(self.device)
+        return check_poses(poses, self.batch, n, self.device, self.memory.name, self.memory.needs_poses)
 
     def _base(self) -> int:
         """Frame index that gets position 0: the oldest cached frame (cached, then pending, then the

@@ -16,10 +16,9 @@ from infworld.bench.crafter_probe import (  # noqa: E402
     CrafterProbe,
     ProbeConfig,
     ProbeTrainConfig,
-    load_probe,
-    save_probe,
     train_probe,
 )
+from infworld.bench.crafter_probe_io import load_probe, save_probe  # noqa: E402
 from infworld.cli import main  # noqa: E402
 from infworld.data.episode import (  # noqa: E402
     DatasetMeta,

@@ -63,7 +63,7 @@ def run_crafter_bench(model: str, suite_name: str, memories: list[str], out_dir:
                       memory_cfg: dict[str, dict] | None = None, steps: int | None = None, seed: int = 0,
                       cache_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Every memory strategy through the crafter protocols; returns the results dict."""
-    from infworld.bench.crafter_probe import load_probe
+    from infworld.bench.crafter_probe_io import load_probe
 
     protocols = list(protocols or PROTOCOLS)
     unknown = sorted(set(protocols) - set(PROTOCOLS))

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         return _train(args)
     if not args.probe:
         raise ConfigError("probe eval: --probe DIR (an export of `infworld probe train`) is required")
-    from infworld.bench.crafter_probe import evaluate_probe, load_probe, load_probe_data
+    from infworld.bench.crafter_probe import evaluate_probe, load_probe_data
+    from infworld.bench.crafter_probe_io import load_probe
 
     probe = load_probe(args.probe)
     metrics = evaluate_probe(probe, load_probe_data(args.data), probe.meta.get("majority"))

@@ -24,7 +24,7 @@ step counts it can run (``--steps``; world.py refuses others).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,8 +35,9 @@ from infworld.data.episode import read_meta
 from infworld.diffusion.flow import expand_t
 from infworld.diffusion.samplers import timesteps
 from infworld.distill.dmd import critic_loss, dmd_loss, noised, x0_of
+from infworld.distill.pair import DistillNet, load_world
 from infworld.distill.self_forcing import distilled_steps, self_forcing_rollout, student_sampler
-from infworld.errors import CheckpointError, ConfigError
+from infworld.errors import ConfigError
 from infworld.models.action import NULL_ACTION, frame_actions
 from infworld.models.worldnet import WorldNet, build_world_net
 from infworld.train.checkpoint import recipe_differences
@@ -93,38 +94,6 @@ class DistillConfig:
             raise ConfigError(f"model.teacher_cfg: expected >= 0 (0 = the teacher's), got {self.teacher_cfg}")
 
 
-class DistillNet(nn.Module):
-    """The trainable pair: the few-step ``student`` and the ``fake`` score (both world networks).
-
-    ``forward(fn)`` returns ``fn(self)``: the task computes its whole loss inside one call, so a DDP
-    wrapper sees one forward per step. ``updates`` counts loss calls (a buffer: checkpoints carry it,
-    so a resumed run keeps the generator/critic alternation).
-    """
-
-    def __init__(self, student: WorldNet, fake: WorldNet):
-        super().__init__()
-        self.student, self.fake = student, fake
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-
-    def forward(self, fn: Callable[[DistillNet], Any]) -> Any:
-        return fn(self)
-
-    def no_weight_decay(self) -> set[str]:
-        return {name for name, _ in self.named_parameters() if name.endswith(".modulation")}
-
-
-def _load_world(path: str, what: str) -> WorldNet:
-    from infworld.models.loading import load_model
-
-    try:
-        net, _ = load_model(path, map_location="cpu")
-    except CheckpointError as exc:
-        raise ConfigError(f"model.{what}: {exc}") from exc
-    if not hasattr(net, "dit") or not hasattr(net, "model_config"):
-        raise ConfigError(f"model.{what}: {path!r} is not a world model export")
-    return net
-
-
 class DistillTask:
     """Task ``distill`` (module docstring; the contract is infworld/train/task.py)."""
 
@@ -137,7 +106,7 @@ class DistillTask:
         self.config, self.recipe = config, recipe
         if recipe.train.parallel == "fsdp":
             raise ConfigError("train.parallel: the distill task runs under DDP ('ddp'), not FSDP yet")
-        self.teacher = _load_world(config.teacher, "teacher")
+        self.teacher = load_world(config.teacher, "teacher")
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         mc = self.teacher.model_config
@@ -178,7 +147,7 @@ class DistillTask:
     def build_model(self) -> DistillNet:
         c = self.config
         if c.student_init:
-            student = _load_world(c.student_init, "student_init")
+            student = load_world(c.student_init, "student_init")
             diff = recipe_differences({k: v for k, v in student.model_config.items() if k not in _EXTRA},
                                       {k: v for k, v in self.teacher.model_config.items() if k not in _EXTRA})
             if diff:
