@@ -1,7 +1,7 @@
 """Play speed (issue #6): frames per second end to end, action sent over the WebSocket -> frame received,
 and where the time goes.
 
-    python benchmarks/play_speed.py [--model doom-tiny] [--memory window] [--frames 150] \
+    python benchmarks/play_speed.py [--model doom-tiny] [--memory window] [--memory-budget N] [--frames 150] \
         [--steps 1,2,4] [--out benchmarks/results/play_speed.json]
 
 For each setting (sampler steps x frames per action) the real play server (uvicorn, localhost) serves
@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="doom-tiny")
     ap.add_argument("--memory")
+    ap.add_argument("--memory-budget", type=int, help="memory budget in frames (default: the model's), as "
+                    "`infworld play --memory-budget`")
     ap.add_argument("--frames", type=int, default=150, help="frames measured per setting")
     ap.add_argument("--warmup", type=int, default=5, help="actions before measuring")
     ap.add_argument("--max-seconds", type=float, default=30.0, help="stop measuring a setting after this")
@@ -219,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     model, memory = resolve_alias(args.model, args.memory)
     overrides = {"reuse_memory_kv": not args.no_reuse_memory_kv, "fold_commit": not args.no_fold_commit,
                  "memory_every": args.memory_every}
-    factory = EngineFactory.load(model, memory, **overrides)
+    memory_cfg = {"budget": args.memory_budget} if args.memory_budget else None
+    factory = EngineFactory.load(model, memory, memory_cfg=memory_cfg, **overrides)
     starts = load_or_make_starts(factory.model_dir, factory.frame_size)
     load_before = os.getloadavg()
     profiler = Profiler(factory)
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{k} {v:.1f}" for k, v in p.items()), flush=True)
     report = {
         "model": factory.model_name, "memory": factory.template.memory.name,
+        "memory_budget": int(factory.template.memory.budget),
         "reuse_memory_kv": factory.template.config.reuse_memory_kv,
         "fold_commit": factory.template.config.fold_commit,
         "memory_every": factory.template.config.memory_every or factory.chunk,
