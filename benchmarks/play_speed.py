@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from infworld.data.episode import atomic_write_json
-from infworld.serve.defaults import resolve_alias
+from infworld.serve.defaults import alias_memory_cfg, resolve_alias
 from infworld.serve.server import ServerConfig, create_app
 from infworld.serve.session import EngineFactory, SessionConfig
 from infworld.serve.starts import load_or_make_starts
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     model, memory = resolve_alias(args.model, args.memory)
     overrides = {"reuse_memory_kv": not args.no_reuse_memory_kv, "fold_commit": not args.no_fold_commit,
                  "memory_every": args.memory_every}
-    memory_cfg = {"budget": args.memory_budget} if args.memory_budget else None
+    memory_cfg = alias_memory_cfg(args.model, args.memory,
+                                  {"budget": args.memory_budget} if args.memory_budget else None)
     factory = EngineFactory.load(model, memory, memory_cfg=memory_cfg, **overrides)
     starts = load_or_make_starts(factory.model_dir, factory.frame_size)
     load_before = os.getloadavg()

@@ -42,7 +42,7 @@ from infworld.envs.gym_real import (
     register_real_envs,
 )
 from infworld.errors import DataError
-from infworld.serve.defaults import resolve_alias
+from infworld.serve.defaults import alias_memory_cfg, resolve_alias
 from infworld.serve.starts import Starts, load_or_make_starts
 from infworld.world import WorldModel
 
@@ -70,6 +70,7 @@ class WorldModelEnv(gymnasium.Env):
         else:
             from infworld.models.loading import resolve_model_dir
 
+            memory_cfg = alias_memory_cfg(model, memory, memory_cfg)
             name, memory = resolve_alias(model, memory)
             world = load_world(name, memory, memory_cfg=memory_cfg, device=device, steps=steps, name=sampler)
             model_dir = resolve_model_dir(name)

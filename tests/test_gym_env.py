@@ -125,3 +125,17 @@ def test_the_real_twin_of_a_model_must_share_its_action_space(tiny):
 
     with pytest.raises(ConfigError, match="would not share an action space"):
         make_env(str(tiny["model"]), real=True, starts=doom_starts())
+
+
+def test_alias_brings_the_benchmarked_memory_settings():
+    """doom-tiny plays vrag with the budget the benchmark ranked first; a caller's settings win, and
+    another memory than the alias's gets none of the alias's settings."""
+    from infworld.serve.defaults import ALIAS_MEMORY_CFG, alias_memory_cfg
+
+    best = ALIAS_MEMORY_CFG["doom-tiny"]["budget"]
+    assert alias_memory_cfg("doom-tiny") == {"budget": best}
+    assert alias_memory_cfg("doom-tiny", "vrag", {"budget": 4}) == {"budget": 4}
+    assert alias_memory_cfg("doom-tiny", "window") is None
+    assert alias_memory_cfg("doom-tiny-world", "vrag", {"pool": 32}) == {"pool": 32}
+    assert make_env("doom-tiny", max_episode_steps=2).world.memory.budget == best
+    assert make_env("doom-tiny", memory_cfg={"budget": 4}, max_episode_steps=2).world.memory.budget == 4

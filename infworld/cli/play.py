@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from infworld.serve.defaults import resolve_alias
+    from infworld.serve.defaults import alias_memory_cfg, resolve_alias
 
     model, memory = resolve_alias(args.model, args.memory)
     if args.make_starts:
@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         from infworld.serve.session import EngineFactory
 
-        memory_cfg = {"budget": args.memory_budget} if args.memory_budget else None
+        memory_cfg = alias_memory_cfg(args.model, args.memory,
+                                      {"budget": args.memory_budget} if args.memory_budget else None)
         factory = EngineFactory.load(model, memory, memory_cfg=memory_cfg, device=args.device,
                                      steps=args.steps, name=args.sampler, seed=args.seed,
                                      memory_every=args.memory_every, fold_commit=not args.no_fold_commit)
