@@ -119,6 +119,25 @@ def test_yaml_base_inheritance_and_overrides(tmp_path):
     assert recipe_from_dict(json.loads(json.dumps(recipe_to_dict(r2)))) == r2
 
 
+def test_recipe_replace_drops_entries_of_the_base(tmp_path):
+    """``replace:`` swaps a mapping whole where the ordinary merge would keep the base's other keys."""
+    from infworld.train.recipe import load_raw
+
+    write(tmp_path / "parent.yaml", "task: world\nmodel: {memory: {strategies: {kv: 1.0, vrag: 1.0}, "
+                                    "history: 96}}\n")
+    merged = write(tmp_path / "merged.yaml", "base: parent\nmodel: {memory: {strategies: {vrag: 2.0}}}\n")
+    assert load_raw(merged)["model"]["memory"]["strategies"] == {"kv": 1.0, "vrag": 2.0}
+    swapped = write(tmp_path / "swapped.yaml", "base: parent\nreplace: [model.memory.strategies]\n"
+                                               "model: {memory: {strategies: {vrag: 2.0}}}\n")
+    raw = load_raw(swapped)
+    assert raw["model"]["memory"] == {"strategies": {"vrag": 2.0}, "history": 96}
+    assert load_raw(tmp_path / "parent.yaml")["model"]["memory"]["strategies"] == {"kv": 1.0, "vrag": 1.0}
+    for bad, match in (("replace: model.memory\n", "list of dotted keys"),
+                       ("replace: [model.memory.settings]\nmodel: {memory: {}}\n", "not set in this recipe")):
+        with pytest.raises(ConfigError, match=match):
+            load_raw(write(tmp_path / "bad.yaml", "base: parent\n" + bad))
+
+
 def test_recipe_errors(tmp_path):
     write(tmp_path / "a.yaml", "base: b\ntask: tokenizer\n")
     write(tmp_path / "b.yaml", "base: a\n")

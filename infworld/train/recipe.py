@@ -214,11 +214,12 @@ def load_raw(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in chain:
         raise ConfigError(f"recipe {path}: circular base chain {[p.name for p in chain + (path,)]}")
     data = _read_yaml(path)
-    unknown = sorted(set(data) - set(SECTIONS) - {"base"})
+    unknown = sorted(set(data) - set(SECTIONS) - {"base", "replace"})
     if unknown:
-        valid = sorted(SECTIONS + ("base",))
+        valid = sorted(SECTIONS + ("base", "replace"))
         raise ConfigError(f"recipe {path}: unknown key(s) {unknown}; valid keys: {valid}")
     base = data.pop("base", None)
+    replace = _replace_paths(path, data)
     data.setdefault("name", path.stem)
     if base is None:
         return data
@@ -226,7 +227,34 @@ def load_raw(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"recipe {path}: base: expected a recipe name or path, got {base!r}")
     parent = load_raw(find_recipe(base, near=path.parent), chain + (path,))
     parent.pop("name", None)
-    return deep_merge(parent, data)
+    merged = deep_merge(parent, data)
+    for keys, value in replace:
+        # every mapping on the path is a fresh merged dict (the child sets the path), so this never
+        # writes into the parent's
+        node = merged
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return merged
+
+
+def _replace_paths(path: Path, data: dict[str, Any]) -> list[tuple[list[str], Any]]:
+    """``replace: [model.memory.strategies, ...]``: dotted keys whose value in this recipe replaces
+    the base's instead of merging key by key (a mapping that drops entries of the base's)."""
+    raw = data.pop("replace", [])
+    if not isinstance(raw, list) or not all(isinstance(r, str) and r for r in raw):
+        raise ConfigError(f"recipe {path}: replace: expected a list of dotted keys such as "
+                          f"model.memory.strategies, got {raw!r}")
+    out = []
+    for dotted in raw:
+        keys, node = dotted.split("."), data
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                raise ConfigError(f"recipe {path}: replace: {dotted!r} is not set in this recipe (it "
+                                  "replaces the base's value with this recipe's)")
+            node = node[k]
+        out.append((keys, node))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
