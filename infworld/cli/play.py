@@ -257,7 +257,8 @@ def walk(args: argparse.Namespace, factory, session) -> int:
     fps_gen = args.frames / max(seconds, 1e-9)
     s = factory.template.config.sampler
     print(f"play: {args.frames} frames in {seconds:.1f} s ({fps_gen:.1f} fps; {s.name} sampler, "
-          f"{s.steps} steps, {n} frame(s) per step, memory {factory.template.memory.name}) -> {args.out}")
+          f"{s.steps} steps, {n} frame(s) per step, memory {factory.template.memory.name}, "
+          f"budget {factory.template.memory.budget}) -> {args.out}")
     if returns:
         print(f"play: back at the start {len(returns)} times (every {period} frames); PSNR vs the first "
               f"view: first {returns[0]:.2f} dB, mean {np.mean(returns):.2f} dB, last {returns[-1]:.2f} dB")
@@ -289,7 +290,8 @@ def serve(args: argparse.Namespace, factory, starts, sock: socket.socket) -> int
     port = sock.getsockname()[1]  # the one picked when --port is 0
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else shown}:{port}/"
-    print(f"play: {factory.model_name} with memory {factory.template.memory.name}; open {url} "
+    print(f"play: {factory.model_name} with memory {factory.template.memory.name} "
+          f"(budget {factory.template.memory.budget}); open {url} "
           "(Ctrl-C to stop)", flush=True)
     if not args.no_browser:
         threading.Timer(1.0, lambda: webbrowser.open(url)).start()
