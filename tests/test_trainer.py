@@ -221,6 +221,11 @@ def test_corrupt_and_mismatched_exports(dataset, tmp_path):
     (noconfig / CONFIG).unlink()
     with pytest.raises(CheckpointError, match=f"{CONFIG}: missing"):
         load_model(noconfig)
+    for name, text in (("otherformat", json.dumps({"format": "infworld-idm"})), ("notjson", "{")):
+        d = copy(name)
+        (d / CONFIG).write_text(text)
+        with pytest.raises(CheckpointError, match="not an infworld model export|cannot read"):
+            load_model(d)
     with pytest.raises(CheckpointError, match="known models"):
         load_model("no-such-model")
     with pytest.raises(CheckpointError, match="no such run"):

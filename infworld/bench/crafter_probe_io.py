@@ -79,7 +79,7 @@ def load_probe(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     training settings)."""
     from safetensors.torch import load_model
 
-    from infworld.models.loading import models_dirs, resolve_model_dir, sha256_file
+    from infworld.models.loading import models_dirs, read_export_json, resolve_model_dir, sha256_file
 
     try:
         model_dir = resolve_model_dir(path)
@@ -88,13 +88,7 @@ def load_probe(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
                               f"{WEIGHTS} written by `infworld probe train`; names are looked up in "
                               f"{[str(d) for d in models_dirs()]})") from None
     cpath, wpath = model_dir / CONFIG, model_dir / WEIGHTS
-    try:
-        meta = json.loads(cpath.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{cpath}: cannot read the probe config ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != PROBE_FORMAT:
-        raise CheckpointError(f"{cpath}: not a crafter probe export (expected format {PROBE_FORMAT!r}, got "
-                              f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r})")
+    meta = read_export_json(cpath, PROBE_FORMAT, "crafter probe")
     if meta.get("version") != PROBE_VERSION:
         raise CheckpointError(f"{cpath}: probe export version {meta.get('version')!r} "
                               f"(expected {PROBE_VERSION})")

@@ -19,7 +19,6 @@ config, the held-out accuracy per axis (and the majority-class baseline) and how
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -301,17 +300,12 @@ def load_idm(path: str | Path = DEFAULT_IDM) -> IDM:
     """Load an exported IDM from a folder or by name (``checkpoints/NAME``, see models/loading.py)."""
     from safetensors.torch import load_model
 
-    from infworld.models.loading import resolve_model_dir
+    from infworld.models.loading import read_export_json, resolve_model_dir
 
     model_dir = resolve_model_dir(path)
     cpath = model_dir / CONFIG
-    try:
-        meta = json.loads(cpath.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{cpath}: cannot read the idm config ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != IDM_FORMAT:
-        raise CheckpointError(f"{cpath}: not an inverse dynamics model export (format != {IDM_FORMAT!r}); "
-                              "train one with `infworld bench train-idm --data DIR --out DIR`")
+    meta = read_export_json(cpath, IDM_FORMAT, "inverse dynamics model",
+                            "train one with `infworld bench train-idm --data DIR --out DIR`")
     try:
         raw = dict(meta.get("config") or {})
         cfg = IDMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})

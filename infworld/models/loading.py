@@ -77,16 +77,25 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
                           f"models: {list_models()} (in {[str(d) for d in models_dirs()]})")
 
 
+def read_export_json(cpath: Path, fmt: str, what: str, hint: str = "") -> dict[str, Any]:
+    """The config.json at ``cpath`` of an export whose ``format`` must be ``fmt``; ``what`` names the
+    kind of export in errors ("infworld model", "crafter probe"...), ``hint`` says how to make one."""
+    try:
+        config = json.loads(cpath.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{cpath}: cannot read the {what} config ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != fmt:
+        got = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{cpath}: not a{'n' if what[:1] in 'aeiou' else ''} {what} export (expected "
+                              f"format {fmt!r}, got {got!r})" + (f"; {hint}" if hint else ""))
+    return config
+
+
 def read_model_config(model_dir: Path) -> dict[str, Any]:
     cpath = model_dir / CONFIG
     if not cpath.is_file():
         raise CheckpointError(f"{cpath}: missing (an export needs {CONFIG} beside {WEIGHTS})")
-    try:
-        config = json.loads(cpath.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{cpath}: cannot parse JSON ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointError(f"{cpath}: not an infworld model export (format != {FORMAT!r})")
+    config = read_export_json(cpath, FORMAT, "infworld model")
     if config.get("version") != VERSION:
         raise CheckpointError(f"{cpath}: export version {config.get('version')!r} (expected {VERSION})")
     for key in ("task", "model_config"):
